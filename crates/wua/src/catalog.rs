@@ -1,0 +1,755 @@
+//! The catalog: update metadata (`catalog.json`) plus content-addressed payload archives.
+//!
+//! The format is specified in `docs/catalog-format.md`. A catalog directory holds:
+//!
+//! ```text
+//! catalog.json                      format marker, version, and every update's definition
+//! payloads/<sha256>.tar.zst         payload archives, named by the SHA-256 of their bytes
+//! ```
+//!
+//! Payloads are addressed by digest so that a later signed (TUF) repository can publish them as
+//! targets unchanged, and a download cache can share them between catalogs.
+//!
+//! [`build`] authors a catalog from a source tree (one folder per update with `update.json` and a
+//! `payload/` tree), deterministically: the same sources always give the same bytes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use aws_lc_rs::digest;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hresult::{
+    WU_E_DM_NOTDOWNLOADED, WU_E_INVALID_FILE, WU_E_INVALID_UPDATE, WU_E_UH_NEEDANOTHERDOWNLOAD,
+};
+use crate::model::{
+    Category, DeploymentAction, InstallationBehavior, InstallationImpact,
+    InstallationRebootBehavior, UpdateIdentity, UpdateType,
+};
+
+/// The value of `format` in `catalog.json`.
+pub const FORMAT_MARKER: &str = "wua-catalog";
+/// The catalog format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The metadata file of a catalog directory.
+pub const CATALOG_FILE: &str = "catalog.json";
+/// The folder holding payload archives.
+pub const PAYLOAD_DIR: &str = "payloads";
+
+/// `catalog.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// Always [`FORMAT_MARKER`].
+    pub format: String,
+    /// The format version; a reader refuses versions it does not know.
+    pub format_version: u32,
+    /// A human-readable name of the catalog.
+    pub name: String,
+    /// Every update, in publication order.
+    pub updates: Vec<UpdateDefinition>,
+}
+
+/// One update's metadata as the catalog publishes it (the fields of `IUpdate` an agent models,
+/// plus how to install it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDefinition {
+    /// `Identity`.
+    pub identity: UpdateIdentity,
+    /// `Title`.
+    pub title: String,
+    /// `Description`.
+    #[serde(default)]
+    pub description: String,
+    /// `KBArticleIDs`, digits only.
+    #[serde(default)]
+    pub kb_article_ids: Vec<String>,
+    /// `Categories`.
+    #[serde(default)]
+    pub categories: Vec<Category>,
+    /// `MsrcSeverity`.
+    #[serde(default)]
+    pub msrc_severity: Option<String>,
+    /// `Type`.
+    #[serde(default = "default_update_type", rename = "type")]
+    pub update_type: UpdateType,
+    /// `DeploymentAction`.
+    #[serde(default = "default_deployment_action")]
+    pub deployment_action: DeploymentAction,
+    /// `IsMandatory`.
+    #[serde(default)]
+    pub is_mandatory: bool,
+    /// `IsUninstallable`.
+    #[serde(default = "yes")]
+    pub is_uninstallable: bool,
+    /// `EulaText`: present when the update has licence terms to accept.
+    #[serde(default)]
+    pub eula_text: Option<String>,
+    /// `InstallationBehavior`.
+    #[serde(default)]
+    pub installation_behavior: InstallationBehavior,
+    /// `UninstallationBehavior`.
+    #[serde(default)]
+    pub uninstallation_behavior: InstallationBehavior,
+    /// `SupersededUpdateIDs`.
+    #[serde(default)]
+    pub superseded_update_ids: Vec<Uuid>,
+    /// `SupportUrl`.
+    #[serde(default)]
+    pub support_url: String,
+    /// `UninstallationNotes`.
+    #[serde(default)]
+    pub uninstallation_notes: String,
+    /// `UninstallationSteps`.
+    #[serde(default)]
+    pub uninstallation_steps: Vec<String>,
+    /// `Deadline`.
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// The payload archive.
+    pub payload: PayloadRef,
+    /// How the payload is installed.
+    pub handler: HandlerSpec,
+}
+
+fn default_update_type() -> UpdateType {
+    UpdateType::Software
+}
+fn default_deployment_action() -> DeploymentAction {
+    DeploymentAction::Installation
+}
+fn yes() -> bool {
+    true
+}
+
+/// A payload archive, addressed by content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadRef {
+    /// SHA-256 of the `.tar.zst` file, lower-case hex.
+    pub sha256: String,
+    /// Size of the `.tar.zst` file in bytes.
+    pub size: u64,
+    /// Sum of the sizes of the regular files inside, the most extraction may write.
+    pub installed_size: u64,
+}
+
+/// The install handler (`HandlerID`) and its parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HandlerSpec {
+    /// Extract the payload tree into the target root.
+    Files,
+    /// Run a command from the payload; what it writes under `$DESTDIR` is installed into the root.
+    Command {
+        /// The install command.
+        install: CommandSpec,
+        /// The command run before the update's files are removed, if any.
+        #[serde(default)]
+        uninstall: Option<CommandSpec>,
+    },
+}
+
+/// A command of the `command` handler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Path of the program inside the payload (relative, no `..`).
+    pub program: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Seconds after which the command is killed and the update fails with
+    /// `WU_E_UH_INSTALLERHUNG`.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// What each exit code means. Codes not listed are failures (`WU_E_UH_INSTALLERFAILURE`).
+    #[serde(default = "default_exit_codes", with = "exit_code_map")]
+    pub exit_codes: BTreeMap<i32, ExitAction>,
+}
+
+/// Exit-code maps are JSON objects keyed by the code as a string (`{"0": "succeeded"}`). Done by
+/// hand because serde buffers internally tagged enums, which loses serde_json's number-key
+/// support.
+mod exit_code_map {
+    use super::ExitAction;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<i32, ExitAction>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let as_strings: BTreeMap<String, ExitAction> =
+            map.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        as_strings.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<i32, ExitAction>, D::Error> {
+        BTreeMap::<String, ExitAction>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.trim()
+                    .parse::<i32>()
+                    .map(|code| (code, v))
+                    .map_err(|_| D::Error::custom(format!("exit code {k:?} is not an integer")))
+            })
+            .collect()
+    }
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+fn default_exit_codes() -> BTreeMap<i32, ExitAction> {
+    BTreeMap::from([(0, ExitAction::Succeeded)])
+}
+
+/// The meaning of a command's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitAction {
+    /// The operation succeeded.
+    Succeeded,
+    /// The operation succeeded and a restart is needed to complete it.
+    SucceededRebootRequired,
+    /// The operation failed.
+    Failed,
+}
+
+/// A catalog directory, loaded and validated.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    dir: PathBuf,
+    file: CatalogFile,
+}
+
+impl Catalog {
+    /// Opens the catalog in `dir` and validates its metadata.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Catalog> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join(CATALOG_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                "cannot open catalog (no catalog.json there; pass the directory built by `wua catalog build`)"
+            } else {
+                "cannot open catalog"
+            };
+            Error::io(hint, &path, e).with_hresult(WU_E_INVALID_FILE)
+        })?;
+        let file = parse_catalog(&path, &bytes)?;
+        Ok(Catalog { dir, file })
+    }
+
+    /// The catalog directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The catalog's name.
+    pub fn name(&self) -> &str {
+        &self.file.name
+    }
+
+    /// Every update definition, in publication order.
+    pub fn updates(&self) -> &[UpdateDefinition] {
+        &self.file.updates
+    }
+
+    /// The definition with this update id.
+    pub fn find(&self, update_id: Uuid) -> Option<&UpdateDefinition> {
+        self.file
+            .updates
+            .iter()
+            .find(|u| u.identity.update_id == update_id)
+    }
+
+    /// Where the payload file lives in this catalog.
+    pub fn payload_path(&self, payload: &PayloadRef) -> PathBuf {
+        payload_path(&self.dir, &payload.sha256)
+    }
+
+    /// True when the payload is present with its declared size (`IsDownloaded`).
+    pub fn has_payload(&self, payload: &PayloadRef) -> bool {
+        std::fs::metadata(self.payload_path(payload))
+            .map(|m| m.is_file() && m.len() == payload.size)
+            .unwrap_or(false)
+    }
+
+    /// Opens the payload after checking its size and SHA-256.
+    ///
+    /// A missing payload is `WU_E_DM_NOTDOWNLOADED`; a payload whose size or digest differs is
+    /// `WU_E_UH_NEEDANOTHERDOWNLOAD` (DIGEST §10.6).
+    pub fn open_verified_payload(&self, payload: &PayloadRef) -> Result<File> {
+        let path = self.payload_path(payload);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::code(
+                    WU_E_DM_NOTDOWNLOADED,
+                    format!(
+                        "payload {} is not in the catalog at {}; rebuild or re-download the catalog",
+                        payload.sha256,
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(Error::io("cannot open payload", &path, e)),
+        };
+        let (digest, size) = sha256_reader(&mut file).at("cannot read payload", &path)?;
+        if size != payload.size || digest != payload.sha256 {
+            return Err(Error::code(
+                WU_E_UH_NEEDANOTHERDOWNLOAD,
+                format!(
+                    "payload {} does not match its metadata (expected {} bytes with SHA-256 {}, found {size} bytes with {digest}); the file is damaged or was replaced: download it again",
+                    path.display(),
+                    payload.size,
+                    payload.sha256
+                ),
+            ));
+        }
+        use std::io::Seek;
+        file.rewind().at("cannot read payload", &path)?;
+        Ok(file)
+    }
+}
+
+fn payload_path(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(PAYLOAD_DIR).join(format!("{sha256}.tar.zst"))
+}
+
+/// Parses and validates `catalog.json` bytes (`path` names the input in errors).
+pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
+    // Check the marker and version first, so a newer format gets a clear message rather than
+    // an "unknown field" from the strict parser.
+    #[derive(Deserialize)]
+    struct Header {
+        format: Option<String>,
+        format_version: Option<u32>,
+    }
+    let header: Header = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid_file(path, format!("not a JSON catalog file: {e}")))?;
+    if header.format.as_deref() != Some(FORMAT_MARKER) {
+        return Err(Error::invalid_file(
+            path,
+            format!("not a wua catalog (its \"format\" is not \"{FORMAT_MARKER}\")"),
+        ));
+    }
+    match header.format_version {
+        Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "catalog format version {v} is not supported (this wua reads version {FORMAT_VERSION}); upgrade wua"
+                ),
+            ));
+        }
+        None => return Err(Error::invalid_file(path, "\"format_version\" is missing")),
+    }
+    let file: CatalogFile = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid_file(path, format!("invalid catalog metadata: {e}")))?;
+    let mut seen = HashSet::new();
+    for update in &file.updates {
+        validate_definition(update).map_err(|e| {
+            Error::code(
+                WU_E_INVALID_UPDATE,
+                format!(
+                    "{}: update {} ({}): {e}",
+                    path.display(),
+                    update.identity.update_id,
+                    update.title
+                ),
+            )
+        })?;
+        if !seen.insert(update.identity.update_id) {
+            return Err(Error::code(
+                WU_E_INVALID_UPDATE,
+                format!(
+                    "{}: update id {} appears twice; each update must have its own id",
+                    path.display(),
+                    update.identity.update_id
+                ),
+            ));
+        }
+    }
+    Ok(file)
+}
+
+/// Checks one definition's own consistency; the message says what is wrong.
+fn validate_definition(update: &UpdateDefinition) -> std::result::Result<(), String> {
+    if update.title.trim().is_empty() {
+        return Err("the title is empty".into());
+    }
+    if update.payload.sha256.len() != 64
+        || !update
+            .payload
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "payload sha256 {:?} is not 64 lower-case hex digits",
+            update.payload.sha256
+        ));
+    }
+    if let HandlerSpec::Command { install, uninstall } = &update.handler {
+        for spec in std::iter::once(install).chain(uninstall) {
+            if relative_inside(&spec.program).is_none() {
+                return Err(format!(
+                    "command program {:?} must be a relative path inside the payload",
+                    spec.program
+                ));
+            }
+            if spec.timeout_secs == 0 {
+                return Err("a command's timeout_secs must be at least 1".into());
+            }
+            if !spec.exit_codes.values().any(|a| *a != ExitAction::Failed) {
+                return Err(format!(
+                    "command {:?} maps no exit code to success",
+                    spec.program
+                ));
+            }
+        }
+    }
+    if update.installation_behavior.impact == InstallationImpact::Minor
+        && update.installation_behavior.reboot_behavior != InstallationRebootBehavior::NeverReboots
+    {
+        return Err("a minor-impact update must not require a reboot".into());
+    }
+    Ok(())
+}
+
+/// Returns the path as a normal relative path if it stays inside its base (no `..`, not absolute).
+pub(crate) fn relative_inside(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// SHA-256 and length of everything `reader` yields.
+pub(crate) fn sha256_reader(reader: &mut impl Read) -> io::Result<(String, u64)> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        ctx.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(ctx.finish().as_ref()), total))
+}
+
+/// The file in an update source folder that holds its metadata.
+pub const SOURCE_METADATA: &str = "update.json";
+/// The folder in an update source folder whose tree becomes the payload.
+pub const SOURCE_PAYLOAD: &str = "payload";
+
+/// What [`build`] produced.
+#[derive(Debug)]
+pub struct BuildReport {
+    /// The built catalog.
+    pub catalog: Catalog,
+    /// Payload files written (new digests).
+    pub payloads_written: usize,
+}
+
+/// Builds a catalog in `out` from a source tree.
+///
+/// `source` holds one folder per update (taken in name order), each with `update.json` (an
+/// update definition without `payload`) and a `payload/` tree. The catalog's name is read from
+/// `source/catalog-name` if present. Output is deterministic: archives have sorted entries,
+/// zeroed owners and times, and fixed compression settings. Payloads already present are kept.
+pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
+    let name = match std::fs::read_to_string(source.join("catalog-name")) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "wua catalog".to_string(),
+        Err(e) => return Err(Error::io("cannot read", source.join("catalog-name"), e)),
+    };
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(source)
+        .at("cannot list catalog sources in", source)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(SOURCE_METADATA).is_file())
+        .collect();
+    folders.sort();
+    if folders.is_empty() {
+        return Err(Error::code(
+            WU_E_INVALID_FILE,
+            format!(
+                "{} holds no update folders (each needs an {SOURCE_METADATA} and a {SOURCE_PAYLOAD}/ tree)",
+                source.display()
+            ),
+        ));
+    }
+    let payload_dir = out.join(PAYLOAD_DIR);
+    std::fs::create_dir_all(&payload_dir).at("cannot create directory", &payload_dir)?;
+    let mut updates = Vec::new();
+    let mut written = 0;
+    for folder in folders {
+        let meta_path = folder.join(SOURCE_METADATA);
+        let text = std::fs::read(&meta_path).at("cannot read", &meta_path)?;
+        let mut value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::invalid_file(&meta_path, format!("not valid JSON: {e}")))?;
+        let archive = pack_tree(&folder.join(SOURCE_PAYLOAD))?;
+        let (sha256, size) =
+            sha256_reader(&mut archive.bytes.as_slice()).expect("reading memory cannot fail");
+        let target = payload_path(out, &sha256);
+        if !target.is_file() {
+            write_atomically(&target, &archive.bytes)?;
+            written += 1;
+        }
+        let payload = PayloadRef {
+            sha256,
+            size,
+            installed_size: archive.installed_size,
+        };
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| Error::invalid_file(&meta_path, "must hold a JSON object"))?;
+        obj.insert(
+            "payload".into(),
+            serde_json::to_value(payload).expect("serialisable"),
+        );
+        let def: UpdateDefinition = serde_json::from_value(value).map_err(|e| {
+            Error::invalid_file(&meta_path, format!("invalid update metadata: {e}"))
+        })?;
+        updates.push(def);
+    }
+    let file = CatalogFile {
+        format: FORMAT_MARKER.into(),
+        format_version: FORMAT_VERSION,
+        name,
+        updates,
+    };
+    let mut json = serde_json::to_vec_pretty(&file).expect("serialisable");
+    json.push(b'\n');
+    let catalog_path = out.join(CATALOG_FILE);
+    // Validate before publishing, so a bad source never yields a catalog.
+    parse_catalog(&catalog_path, &json)?;
+    write_atomically(&catalog_path, &json)?;
+    Ok(BuildReport {
+        catalog: Catalog::open(out)?,
+        payloads_written: written,
+    })
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        "{}.wua-tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f = File::create(&tmp).at("cannot create", &tmp)?;
+    f.write_all(bytes).at("cannot write", &tmp)?;
+    f.sync_all().at("cannot sync", &tmp)?;
+    std::fs::rename(&tmp, path).at("cannot rename into place", path)
+}
+
+struct PackedTree {
+    bytes: Vec<u8>,
+    installed_size: u64,
+}
+
+/// Packs a directory tree into a deterministic `.tar.zst`.
+fn pack_tree(root: &Path) -> Result<PackedTree> {
+    let meta = std::fs::symlink_metadata(root).at("cannot read payload tree", root)?;
+    if !meta.is_dir() {
+        return Err(Error::invalid_file(root, "the payload must be a directory"));
+    }
+    let mut entries = Vec::new();
+    collect(root, root, &mut entries)?;
+    entries.sort();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    let mut installed_size = 0;
+    for rel in entries {
+        let full = root.join(&rel);
+        let m = std::fs::symlink_metadata(&full).at("cannot read", &full)?;
+        if m.is_file() {
+            installed_size += m.len();
+        }
+        tar.append_path_with_name(&full, &rel)
+            .at("cannot add to payload archive", &full)?;
+    }
+    let tar_bytes = tar.into_inner().at("cannot finish payload archive", root)?;
+    let bytes = zstd::encode_all(tar_bytes.as_slice(), 10).at("cannot compress payload", root)?;
+    Ok(PackedTree {
+        bytes,
+        installed_size,
+    })
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at("cannot list", dir)? {
+        let entry = entry.at("cannot list", dir)?;
+        let path = entry.path();
+        let rel = path.strip_prefix(base).expect("below base").to_path_buf();
+        let ft = entry.file_type().at("cannot read", &path)?;
+        if ft.is_dir() {
+            out.push(rel);
+            collect(base, &path, out)?;
+        } else if ft.is_file() || ft.is_symlink() {
+            out.push(rel);
+        } else {
+            return Err(Error::invalid_file(
+                &path,
+                "payloads may hold only regular files, directories and symlinks",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A minimal valid definition, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_definition(update_id: Uuid) -> UpdateDefinition {
+    UpdateDefinition {
+        identity: UpdateIdentity {
+            update_id,
+            revision_number: 1,
+        },
+        title: format!("Test update {update_id}"),
+        description: String::new(),
+        kb_article_ids: vec![],
+        categories: vec![],
+        msrc_severity: None,
+        update_type: UpdateType::Software,
+        deployment_action: DeploymentAction::Installation,
+        is_mandatory: false,
+        is_uninstallable: true,
+        eula_text: None,
+        installation_behavior: InstallationBehavior::default(),
+        uninstallation_behavior: InstallationBehavior::default(),
+        superseded_update_ids: vec![],
+        support_url: String::new(),
+        uninstallation_notes: String::new(),
+        uninstallation_steps: vec![],
+        deadline: None,
+        payload: PayloadRef {
+            sha256: "0".repeat(64),
+            size: 0,
+            installed_size: 0,
+        },
+        handler: HandlerSpec::Files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn source_with_one_update(dir: &Path) {
+        write(
+            &dir.join("a/update.json"),
+            r#"{"identity":{"update_id":"00000000-0000-0000-0000-000000000001","revision_number":1},
+                "title":"A","handler":{"kind":"files"}}"#,
+        );
+        write(&dir.join("a/payload/etc/a.conf"), "a=1\n");
+    }
+
+    #[test]
+    fn build_is_deterministic_and_verifiable() {
+        let src = tempfile::tempdir().unwrap();
+        source_with_one_update(src.path());
+        let out1 = tempfile::tempdir().unwrap();
+        let out2 = tempfile::tempdir().unwrap();
+        let r1 = build(src.path(), out1.path()).unwrap();
+        let r2 = build(src.path(), out2.path()).unwrap();
+        assert_eq!(r1.payloads_written, 1);
+        let j1 = std::fs::read(out1.path().join(CATALOG_FILE)).unwrap();
+        let j2 = std::fs::read(out2.path().join(CATALOG_FILE)).unwrap();
+        assert_eq!(j1, j2);
+        let def = &r1.catalog.updates()[0];
+        assert_eq!(def.payload.installed_size, 4);
+        assert!(r1.catalog.has_payload(&def.payload));
+        r1.catalog.open_verified_payload(&def.payload).unwrap();
+    }
+
+    #[test]
+    fn tampered_payload_needs_another_download() {
+        let src = tempfile::tempdir().unwrap();
+        source_with_one_update(src.path());
+        let out = tempfile::tempdir().unwrap();
+        let cat = build(src.path(), out.path()).unwrap().catalog;
+        let def = cat.updates()[0].clone();
+        let path = cat.payload_path(&def.payload);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let err = cat.open_verified_payload(&def.payload).unwrap_err();
+        assert_eq!(err.hresult(), WU_E_UH_NEEDANOTHERDOWNLOAD);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!cat.has_payload(&def.payload));
+        let err = cat.open_verified_payload(&def.payload).unwrap_err();
+        assert_eq!(err.hresult(), WU_E_DM_NOTDOWNLOADED);
+    }
+
+    #[test]
+    fn bad_catalogs_are_rejected_with_the_reason() {
+        let p = Path::new("/c/catalog.json");
+        let e = parse_catalog(p, b"{").unwrap_err();
+        assert!(e.to_string().contains("not a JSON catalog"), "{e}");
+        let e = parse_catalog(p, br#"{"format":"other","format_version":1}"#).unwrap_err();
+        assert!(e.to_string().contains("not a wua catalog"), "{e}");
+        let e = parse_catalog(
+            p,
+            br#"{"format":"wua-catalog","format_version":9,"name":"x","updates":[]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("version 9 is not supported"), "{e}");
+        let mut def = test_definition(Uuid::from_u128(1));
+        def.handler = HandlerSpec::Command {
+            install: CommandSpec {
+                program: "../evil".into(),
+                args: vec![],
+                timeout_secs: 5,
+                exit_codes: default_exit_codes(),
+            },
+            uninstall: None,
+        };
+        let file = CatalogFile {
+            format: FORMAT_MARKER.into(),
+            format_version: 1,
+            name: "x".into(),
+            updates: vec![def.clone(), def],
+        };
+        let e = parse_catalog(p, &serde_json::to_vec(&file).unwrap()).unwrap_err();
+        assert_eq!(e.hresult(), WU_E_INVALID_UPDATE, "{e}");
+        assert!(e.to_string().contains("relative path inside"), "{e}");
+    }
+
+    #[test]
+    fn relative_inside_rejects_escapes() {
+        assert_eq!(relative_inside("bin/x"), Some(PathBuf::from("bin/x")));
+        assert_eq!(relative_inside("./x"), Some(PathBuf::from("x")));
+        assert_eq!(relative_inside("../x"), None);
+        assert_eq!(relative_inside("/x"), None);
+        assert_eq!(relative_inside(""), None);
+    }
+}

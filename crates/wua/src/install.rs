@@ -1,0 +1,1177 @@
+//! `IUpdateInstaller` and `IInstallationJob`: installing and uninstalling updates, synchronously
+//! or as asynchronous jobs with progress and completion callbacks.
+//!
+//! The rules come from the reference pages `iupdateinstaller-install`, `-begininstall`,
+//! `-endinstall`, `-get_isbusy`, `iinstallationjob-*` and the guide page "Guidelines for
+//! Asynchronous WUA Operations"; where they are silent this module follows DIGEST §10, and each
+//! choice is written where it is made.
+//!
+//! Threads: each job runs on its own worker thread; its callbacks run on a second thread, the
+//! job's dispatcher, which holds no engine lock. A panicking callback is caught and logged; the
+//! job goes on. After [`InstallationJob::clean_up`] returns, no callback of that job runs.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::handlers::{self, Failure};
+use crate::hresult::*;
+use crate::model::{
+    InstallationImpact, InstallationRebootBehavior, OperationResultCode, Update, UpdateCollection,
+    UpdateOperation,
+};
+use crate::session::{Agent, next_object_id};
+use crate::store::UpdateHistoryEntry;
+
+/// The code returned when an install or uninstall is started while another one runs against
+/// the same agent state, or while a mandatory reboot is pending. The method pages
+/// (`iupdateinstaller-install`, `-begininstall`) name `WU_E_INSTALL_NOT_ALLOWED`; the `IsBusy`
+/// page names `WU_E_OPERATIONINPROGRESS`. We follow the method contracts (DIGEST §10.1); this
+/// one constant flips the choice.
+pub const BUSY: HResult = WU_E_INSTALL_NOT_ALLOWED;
+
+/// The lock file in the state directory that makes installs exclusive across processes.
+pub const LOCK_FILE: &str = "install.lock";
+
+/// `IUpdateInstallationResult`: the result for one update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct UpdateInstallationResult {
+    /// `HResult`: the error raised for this update, `S_OK` if none.
+    pub hresult: HResult,
+    /// `RebootRequired`.
+    pub reboot_required: bool,
+    /// `ResultCode`.
+    pub result_code: OperationResultCode,
+}
+
+impl UpdateInstallationResult {
+    const NOT_STARTED: Self = UpdateInstallationResult {
+        hresult: S_OK,
+        reboot_required: false,
+        result_code: OperationResultCode::NotStarted,
+    };
+}
+
+/// `IInstallationResult`: the overall result and the per-update results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstallationResult {
+    /// `HResult`: `S_OK`; `WU_S_UPDATE_ERROR` when some updates failed;
+    /// `WU_E_ALL_UPDATES_FAILED` when all did; `WU_E_CALL_CANCELLED` when aborted.
+    pub hresult: HResult,
+    /// `RebootRequired`: some update needs a restart to complete.
+    pub reboot_required: bool,
+    /// `ResultCode`, aggregated as DIGEST §10.5 proposes.
+    pub result_code: OperationResultCode,
+    /// The per-update results, in the job's `updates` order.
+    pub update_results: Vec<UpdateInstallationResult>,
+}
+
+impl InstallationResult {
+    /// `GetUpdateResult(index)`; a bad index is `WU_E_INVALIDINDEX`.
+    pub fn get_update_result(&self, index: usize) -> Result<UpdateInstallationResult> {
+        result_at(&self.update_results, index)
+    }
+}
+
+fn result_at(
+    results: &[UpdateInstallationResult],
+    index: usize,
+) -> Result<UpdateInstallationResult> {
+    results.get(index).copied().ok_or_else(|| {
+        Error::code(
+            WU_E_INVALIDINDEX,
+            format!(
+                "update index {index} is out of range: the job has {} updates",
+                results.len()
+            ),
+        )
+    })
+}
+
+/// `IInstallationProgress`: a snapshot of a job's progress. It does not change after it was
+/// taken; ask the job again for a newer one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstallationProgress {
+    /// `CurrentUpdateIndex`: zero-based index of the update being processed.
+    pub current_update_index: usize,
+    /// `CurrentUpdatePercentComplete`, 0..=100.
+    pub current_update_percent_complete: u32,
+    /// `PercentComplete` of the whole job, 0..=100, never decreasing.
+    pub percent_complete: u32,
+    /// The per-update results so far (`NotStarted`, `InProgress`, then final).
+    pub update_results: Vec<UpdateInstallationResult>,
+}
+
+impl InstallationProgress {
+    /// `GetUpdateResult(index)`; a bad index is `WU_E_INVALIDINDEX`.
+    pub fn get_update_result(&self, index: usize) -> Result<UpdateInstallationResult> {
+        result_at(&self.update_results, index)
+    }
+}
+
+/// `IInstallationProgressChangedCallbackArgs`.
+#[derive(Clone, Debug)]
+pub struct InstallationProgressChangedCallbackArgs {
+    /// `Progress`: the progress at the time the callback was made.
+    pub progress: InstallationProgress,
+}
+
+/// `IInstallationCompletedCallbackArgs`: reserved, no members (as in WUA).
+#[derive(Clone, Debug, Default)]
+pub struct InstallationCompletedCallbackArgs {}
+
+/// `IInstallationProgressChangedCallback`. Implemented by closures
+/// `FnMut(&InstallationJob<S>, &InstallationProgressChangedCallbackArgs) + Send`, by boxed trait
+/// objects, and by [`NoCallback`].
+pub trait InstallationProgressChangedCallback<S>: Send + 'static {
+    /// `Invoke`.
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs);
+}
+
+/// `IInstallationCompletedCallback`. Implemented by closures
+/// `FnMut(&InstallationJob<S>, &InstallationCompletedCallbackArgs) + Send`, by boxed trait
+/// objects, and by [`NoCallback`].
+pub trait InstallationCompletedCallback<S>: Send + 'static {
+    /// `Invoke`.
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs);
+}
+
+impl<S, F> InstallationProgressChangedCallback<S> for F
+where
+    F: FnMut(&InstallationJob<S>, &InstallationProgressChangedCallbackArgs) + Send + 'static,
+{
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs) {
+        self(job, args)
+    }
+}
+
+impl<S, F> InstallationCompletedCallback<S> for F
+where
+    F: FnMut(&InstallationJob<S>, &InstallationCompletedCallbackArgs) + Send + 'static,
+{
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs) {
+        self(job, args)
+    }
+}
+
+impl<S: 'static> InstallationProgressChangedCallback<S>
+    for Box<dyn InstallationProgressChangedCallback<S>>
+{
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs) {
+        (**self).invoke(job, args)
+    }
+}
+
+impl<S: 'static> InstallationCompletedCallback<S> for Box<dyn InstallationCompletedCallback<S>> {
+    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs) {
+        (**self).invoke(job, args)
+    }
+}
+
+/// Passed for a callback the caller does not want (WUA's `NULL`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCallback;
+
+impl<S> InstallationProgressChangedCallback<S> for NoCallback {
+    fn invoke(&mut self, _: &InstallationJob<S>, _: &InstallationProgressChangedCallbackArgs) {}
+}
+
+impl<S> InstallationCompletedCallback<S> for NoCallback {
+    fn invoke(&mut self, _: &InstallationJob<S>, _: &InstallationCompletedCallbackArgs) {}
+}
+
+/// What [`InstallationJob::clean_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanUp {
+    /// The job had completed and its callbacks are released (`S_OK`).
+    Released,
+    /// Called from inside one of the job's own callbacks, which the guide forbids: the
+    /// callbacks are released as soon as the running one returns, without waiting
+    /// (`WU_S_MARKED_FOR_DISCONNECT`, DIGEST §10.23).
+    MarkedForDisconnect,
+}
+
+impl CleanUp {
+    /// The HRESULT WUA returns for this outcome.
+    pub fn hresult(self) -> HResult {
+        match self {
+            CleanUp::Released => S_OK,
+            CleanUp::MarkedForDisconnect => WU_S_MARKED_FOR_DISCONNECT,
+        }
+    }
+}
+
+struct Callbacks<S> {
+    progress: Box<dyn InstallationProgressChangedCallback<S>>,
+    completed: Box<dyn InstallationCompletedCallback<S>>,
+}
+
+enum Event {
+    Progress(InstallationProgress),
+    Completed,
+}
+
+struct JobState {
+    progress: InstallationProgress,
+    result: Option<InstallationResult>,
+    ended: bool,
+    wakers: Vec<Waker>,
+}
+
+struct JobInner<S> {
+    async_state: S,
+    installer_id: u64,
+    operation: UpdateOperation,
+    updates: UpdateCollection,
+    abort: AtomicBool,
+    completed: AtomicBool,
+    state: Mutex<JobState>,
+    completion: Condvar,
+    callbacks: Mutex<Option<Callbacks<S>>>,
+    dispatcher: Mutex<Option<ThreadId>>,
+    release_after_callback: AtomicBool,
+}
+
+/// `IInstallationJob`: a running or finished asynchronous install or uninstall.
+///
+/// Cheap to clone: clones are handles to the same job. The caller's state given to
+/// `begin_install`/`begin_uninstall` lives as long as the job (DIGEST §10.22: Rust's ownership
+/// takes the place of `EndInstall` releasing the VARIANT).
+pub struct InstallationJob<S> {
+    inner: Arc<JobInner<S>>,
+}
+
+impl<S> Clone for InstallationJob<S> {
+    fn clone(&self) -> Self {
+        InstallationJob {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for InstallationJob<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallationJob")
+            .field("operation", &self.inner.operation)
+            .field("updates", &self.inner.updates.len())
+            .field("is_completed", &self.is_completed())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Engine code never panics while holding these locks and callbacks run outside them, but a
+    // poisoned lock must not take the agent down with it: the data is still consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S> InstallationJob<S> {
+    /// `AsyncState`: the state the caller passed to `begin_install`/`begin_uninstall`, exactly
+    /// as given (`iinstallationjob-get_asyncstate`).
+    pub fn async_state(&self) -> &S {
+        &self.inner.async_state
+    }
+
+    /// `IsCompleted`: the operation has been completely processed. True before the completion
+    /// callback runs.
+    pub fn is_completed(&self) -> bool {
+        self.inner.completed.load(Ordering::Acquire)
+    }
+
+    /// `Updates`: a read-only collection of the job's updates, in the order results use.
+    pub fn updates(&self) -> &UpdateCollection {
+        &self.inner.updates
+    }
+
+    /// Whether this job installs or uninstalls.
+    pub fn operation(&self) -> UpdateOperation {
+        self.inner.operation
+    }
+
+    /// `GetProgress()`: a snapshot of the progress now.
+    pub fn get_progress(&self) -> InstallationProgress {
+        lock(&self.inner.state).progress.clone()
+    }
+
+    /// `RequestAbort()`: asks the job to stop. Idempotent and harmless after completion. The
+    /// update being processed is rolled back (a running command is killed), updates not yet
+    /// reached are not touched, and the result is `Aborted` (DIGEST §10.4).
+    pub fn request_abort(&self) {
+        self.inner.abort.store(true, Ordering::Release);
+    }
+
+    /// Blocks until the job has completed.
+    pub fn wait(&self) {
+        let mut state = lock(&self.inner.state);
+        while state.result.is_none() {
+            state = self
+                .inner
+                .completion
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Blocks until the job has completed or `timeout` passed; true if it completed. WUA has no
+    /// time-out of its own ("Guidelines for Asynchronous WUA Operations"): this is the caller's.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.inner.state);
+        while state.result.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .inner
+                .completion
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// A future that resolves when the job has completed; works with any executor.
+    pub fn completion(&self) -> Completion<S> {
+        Completion { job: self.clone() }
+    }
+
+    /// `CleanUp()`: waits for the job to complete, then releases its callbacks; no callback of
+    /// this job runs after it returns (`iinstallationjob-cleanup`). Called from inside one of the
+    /// job's own callbacks it cannot wait, and returns [`CleanUp::MarkedForDisconnect`].
+    pub fn clean_up(&self) -> CleanUp {
+        if *lock(&self.inner.dispatcher) == Some(thread::current().id()) {
+            self.inner
+                .release_after_callback
+                .store(true, Ordering::Release);
+            return CleanUp::MarkedForDisconnect;
+        }
+        self.wait();
+        // Taking the lock waits for a callback in flight; afterwards none can start.
+        lock(&self.inner.callbacks).take();
+        CleanUp::Released
+    }
+
+    fn take_result_once(&self) -> Result<InstallationResult> {
+        self.wait();
+        let mut state = lock(&self.inner.state);
+        if state.ended {
+            return Err(Error::code(
+                WU_E_INVALID_OPERATION,
+                "this job was already ended; End* may be called once per job",
+            ));
+        }
+        state.ended = true;
+        Ok(state.result.clone().expect("waited for completion"))
+    }
+}
+
+/// The future returned by [`InstallationJob::completion`].
+pub struct Completion<S> {
+    job: InstallationJob<S>,
+}
+
+impl<S> Future for Completion<S> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut state = lock(&self.job.inner.state);
+        if state.result.is_some() {
+            Poll::Ready(())
+        } else {
+            if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                state.wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// `IUpdateInstaller` (+`IUpdateInstaller2.ForceQuiet`).
+#[derive(Debug)]
+pub struct UpdateInstaller {
+    agent: Arc<Agent>,
+    id: u64,
+    updates: Option<UpdateCollection>,
+    client_application_id: String,
+    is_forced: bool,
+    force_quiet: bool,
+    allow_source_prompts: bool,
+}
+
+impl UpdateInstaller {
+    pub(crate) fn new(agent: Arc<Agent>, client_application_id: String) -> Self {
+        UpdateInstaller {
+            agent,
+            id: next_object_id(),
+            updates: None,
+            client_application_id,
+            is_forced: false,
+            force_quiet: false,
+            allow_source_prompts: true,
+        }
+    }
+
+    /// `Updates`: the read-only snapshot taken by [`Self::set_updates`], if any.
+    pub fn updates(&self) -> Option<&UpdateCollection> {
+        self.updates.as_ref()
+    }
+
+    /// Sets `Updates`. The installer keeps a read-only snapshot: later changes to the caller's
+    /// collection do not affect it (DIGEST §10.25).
+    pub fn set_updates(&mut self, updates: &UpdateCollection) {
+        self.updates = Some(updates.read_only_copy());
+    }
+
+    /// `ClientApplicationID`: recorded in history; `"Unknown"` unless set here or on the session.
+    pub fn client_application_id(&self) -> &str {
+        &self.client_application_id
+    }
+
+    /// Sets `ClientApplicationID`.
+    pub fn set_client_application_id(&mut self, id: impl Into<String>) {
+        self.client_application_id = id.into();
+    }
+
+    /// `IsForced`: install updates even if they are installed already (reinstall), uninstall
+    /// even if recorded as not installed.
+    pub fn is_forced(&self) -> bool {
+        self.is_forced
+    }
+
+    /// Sets `IsForced`.
+    pub fn set_is_forced(&mut self, forced: bool) {
+        self.is_forced = forced;
+    }
+
+    /// `ForceQuiet`: updates that can ask for user input fail with
+    /// `WU_E_UH_DOESNOTSUPPORTACTION` instead of running (`iupdateinstaller2-put_forcequiet`).
+    pub fn force_quiet(&self) -> bool {
+        self.force_quiet
+    }
+
+    /// Sets `ForceQuiet`.
+    pub fn set_force_quiet(&mut self, quiet: bool) {
+        self.force_quiet = quiet;
+    }
+
+    /// `AllowSourcePrompts`: stored for compatibility; wua never prompts for source media.
+    pub fn allow_source_prompts(&self) -> bool {
+        self.allow_source_prompts
+    }
+
+    /// Sets `AllowSourcePrompts`.
+    pub fn set_allow_source_prompts(&mut self, allow: bool) {
+        self.allow_source_prompts = allow;
+    }
+
+    /// `IsBusy`: an install or uninstall is running against this agent state now, in this or
+    /// another process. Advisory, as in WUA: it reserves nothing (`iupdateinstaller-get_isbusy`).
+    pub fn is_busy(&self) -> bool {
+        match self.try_lock() {
+            Ok(Some(_guard)) => false,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// `RebootRequiredBeforeInstallation`: a mandatory reboot from an earlier install or
+    /// uninstall is pending in this boot; installs are refused until it happens (DIGEST §10.8).
+    pub fn reboot_required_before_installation(&self) -> Result<bool> {
+        self.agent.store.mandatory_reboot_pending()
+    }
+
+    /// `Install()`: installs `updates` and returns when done.
+    pub fn install(&self) -> Result<InstallationResult> {
+        let job = self.begin_install(NoCallback, NoCallback, ())?;
+        self.end_install(&job)
+    }
+
+    /// `Uninstall()`: uninstalls `updates` and returns when done.
+    pub fn uninstall(&self) -> Result<InstallationResult> {
+        let job = self.begin_uninstall(NoCallback, NoCallback, ())?;
+        self.end_uninstall(&job)
+    }
+
+    /// `BeginInstall(onProgressChanged, onCompleted, state)`: starts installing `updates` and
+    /// returns the job at once. Fails with `WU_E_NO_UPDATE` when `updates` is unset or empty,
+    /// [`BUSY`] when another install/uninstall runs or a mandatory reboot is pending,
+    /// `WU_E_EXCLUSIVE_INSTALL_CONFLICT` when an exclusive update is mixed with others (nothing
+    /// is installed), and `WU_E_EULAS_DECLINED` when no update's licence terms are accepted.
+    pub fn begin_install<S, P, C>(
+        &self,
+        on_progress: P,
+        on_completed: C,
+        state: S,
+    ) -> Result<InstallationJob<S>>
+    where
+        S: Send + Sync + 'static,
+        P: InstallationProgressChangedCallback<S>,
+        C: InstallationCompletedCallback<S>,
+    {
+        self.begin(
+            UpdateOperation::Installation,
+            on_progress,
+            on_completed,
+            state,
+        )
+    }
+
+    /// `BeginUninstall(onProgressChanged, onCompleted, state)`: as [`Self::begin_install`], for
+    /// uninstalling.
+    pub fn begin_uninstall<S, P, C>(
+        &self,
+        on_progress: P,
+        on_completed: C,
+        state: S,
+    ) -> Result<InstallationJob<S>>
+    where
+        S: Send + Sync + 'static,
+        P: InstallationProgressChangedCallback<S>,
+        C: InstallationCompletedCallback<S>,
+    {
+        self.begin(
+            UpdateOperation::Uninstallation,
+            on_progress,
+            on_completed,
+            state,
+        )
+    }
+
+    /// `EndInstall(job)`: waits for the job to complete and returns its result. The job must
+    /// come from this installer's `begin_install`, and may be ended once; otherwise
+    /// `WU_E_INVALID_OPERATION` (DIGEST §10.2, §10.3).
+    pub fn end_install<S>(&self, job: &InstallationJob<S>) -> Result<InstallationResult> {
+        self.end(job, UpdateOperation::Installation)
+    }
+
+    /// `EndUninstall(job)`: as [`Self::end_install`], for a job from `begin_uninstall`.
+    pub fn end_uninstall<S>(&self, job: &InstallationJob<S>) -> Result<InstallationResult> {
+        self.end(job, UpdateOperation::Uninstallation)
+    }
+
+    fn end<S>(
+        &self,
+        job: &InstallationJob<S>,
+        operation: UpdateOperation,
+    ) -> Result<InstallationResult> {
+        if job.inner.installer_id != self.id {
+            return Err(Error::code(
+                WU_E_INVALID_OPERATION,
+                "this job was started by another installer; end it with the installer that began it",
+            ));
+        }
+        if job.inner.operation != operation {
+            let (wrong, right) = match operation {
+                UpdateOperation::Installation => ("end_install", "end_uninstall"),
+                UpdateOperation::Uninstallation => ("end_uninstall", "end_install"),
+            };
+            return Err(Error::code(
+                WU_E_INVALID_OPERATION,
+                format!("{wrong} was given a job of the other kind; call {right} for it"),
+            ));
+        }
+        job.take_result_once()
+    }
+
+    fn lock_path(&self) -> std::path::PathBuf {
+        self.agent.config.state_dir.join(LOCK_FILE)
+    }
+
+    /// Takes the agent-wide install lock if it is free (`Ok(None)` when it is held).
+    fn try_lock(&self) -> Result<Option<File>> {
+        let path = self.lock_path();
+        std::fs::create_dir_all(&self.agent.config.state_dir).at(
+            "cannot create state directory",
+            &self.agent.config.state_dir,
+        )?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("cannot open lock file", &path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+        }
+    }
+
+    fn begin<S, P, C>(
+        &self,
+        operation: UpdateOperation,
+        on_progress: P,
+        on_completed: C,
+        state: S,
+    ) -> Result<InstallationJob<S>>
+    where
+        S: Send + Sync + 'static,
+        P: InstallationProgressChangedCallback<S>,
+        C: InstallationCompletedCallback<S>,
+    {
+        let verb = match operation {
+            UpdateOperation::Installation => "install",
+            UpdateOperation::Uninstallation => "uninstall",
+        };
+        let updates = match &self.updates {
+            Some(u) if !u.is_empty() => u.read_only_copy(),
+            _ => {
+                return Err(Error::code(
+                    WU_E_NO_UPDATE,
+                    format!(
+                        "cannot {verb}: no updates were given; set the installer's updates first"
+                    ),
+                ));
+            }
+        };
+        check_exclusive(&updates, operation)?;
+        if operation == UpdateOperation::Installation && updates.iter().all(|u| !u.eula_accepted())
+        {
+            return Err(Error::code(
+                WU_E_EULAS_DECLINED,
+                "cannot install: the licence terms of every update given are not accepted; accept them first (accept_eula, or --accept-eula)",
+            ));
+        }
+        let Some(lock_file) = self.try_lock()? else {
+            return Err(Error::code(
+                BUSY,
+                format!(
+                    "cannot {verb}: another install or uninstall is running on this agent ({}); retry when it has finished",
+                    self.agent.config.state_dir.display()
+                ),
+            ));
+        };
+        if self.agent.store.mandatory_reboot_pending()? {
+            return Err(Error::code(
+                BUSY,
+                format!(
+                    "cannot {verb}: an earlier update requires a restart first; restart the machine, then retry"
+                ),
+            ));
+        }
+        let n = updates.len();
+        let inner = Arc::new(JobInner {
+            async_state: state,
+            installer_id: self.id,
+            operation,
+            updates,
+            abort: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
+            state: Mutex::new(JobState {
+                progress: InstallationProgress {
+                    current_update_index: 0,
+                    current_update_percent_complete: 0,
+                    percent_complete: 0,
+                    update_results: vec![UpdateInstallationResult::NOT_STARTED; n],
+                },
+                result: None,
+                ended: false,
+                wakers: Vec::new(),
+            }),
+            completion: Condvar::new(),
+            callbacks: Mutex::new(Some(Callbacks {
+                progress: Box::new(on_progress),
+                completed: Box::new(on_completed),
+            })),
+            dispatcher: Mutex::new(None),
+            release_after_callback: AtomicBool::new(false),
+        });
+        let job = InstallationJob { inner };
+        let (events, receiver) = mpsc::channel();
+        let dispatcher_job = job.clone();
+        let dispatcher = thread::Builder::new()
+            .name("wua-callbacks".into())
+            .spawn(move || dispatch(dispatcher_job, receiver))
+            .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
+        *lock(&job.inner.dispatcher) = Some(dispatcher.thread().id());
+        let worker = Worker {
+            agent: self.agent.clone(),
+            client_application_id: self.client_application_id.clone(),
+            is_forced: self.is_forced,
+            force_quiet: self.force_quiet,
+            events,
+        };
+        let worker_job = job.clone();
+        thread::Builder::new()
+            .name(format!("wua-{verb}"))
+            .spawn(move || worker.run(worker_job, lock_file))
+            .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
+        Ok(job)
+    }
+}
+
+/// An exclusive update must be alone (`ne-wuapi-installationimpact`).
+fn check_exclusive(updates: &UpdateCollection, operation: UpdateOperation) -> Result<()> {
+    if updates.len() < 2 {
+        return Ok(());
+    }
+    let exclusive = updates.iter().find(|u| {
+        let behavior = match operation {
+            UpdateOperation::Installation => u.installation_behavior(),
+            UpdateOperation::Uninstallation => u.uninstallation_behavior(),
+        };
+        behavior.impact == InstallationImpact::RequiresExclusiveHandling
+    });
+    match exclusive {
+        Some(u) => Err(Error::code(
+            WU_E_EXCLUSIVE_INSTALL_CONFLICT,
+            format!(
+                "\"{}\" ({}) must be installed on its own; it was given with {} other updates, so none was installed: install it in a separate call",
+                u.title(),
+                u.identity().update_id,
+                updates.len() - 1
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Delivers a job's callbacks, in order, on the dispatcher thread.
+fn dispatch<S: 'static>(job: InstallationJob<S>, events: mpsc::Receiver<Event>) {
+    for event in events {
+        let mut slot = lock(&job.inner.callbacks);
+        let Some(callbacks) = slot.as_mut() else {
+            continue;
+        };
+        let completed = matches!(event, Event::Completed);
+        let outcome = catch_unwind(AssertUnwindSafe(|| match event {
+            Event::Progress(progress) => callbacks
+                .progress
+                .invoke(&job, &InstallationProgressChangedCallbackArgs { progress }),
+            Event::Completed => callbacks
+                .completed
+                .invoke(&job, &InstallationCompletedCallbackArgs {}),
+        }));
+        if outcome.is_err() {
+            tracing::error!("an installation callback panicked; the job goes on");
+        }
+        // After completion nothing more can be delivered: release the callbacks (and what they
+        // hold, which may be this job) without waiting for clean_up.
+        if completed || job.inner.release_after_callback.load(Ordering::Acquire) {
+            *slot = None;
+        }
+    }
+}
+
+struct Worker {
+    agent: Arc<Agent>,
+    client_application_id: String,
+    is_forced: bool,
+    force_quiet: bool,
+    events: mpsc::Sender<Event>,
+}
+
+impl Worker {
+    fn run<S>(self, job: InstallationJob<S>, lock_file: File) {
+        let inner = &job.inner;
+        let n = inner.updates.len();
+        for (index, update) in inner.updates.iter().enumerate() {
+            if inner.abort.load(Ordering::Acquire) {
+                break;
+            }
+            self.set_progress(&job, |p| {
+                p.current_update_index = index;
+                p.current_update_percent_complete = 0;
+                p.update_results[index].result_code = OperationResultCode::InProgress;
+            });
+            let result = self.process(&job, index, update);
+            self.set_progress(&job, |p| {
+                p.current_update_percent_complete = 100;
+                p.update_results[index] = result;
+                p.percent_complete = percent(index + 1, 0, n);
+            });
+        }
+        let aborted = inner.abort.load(Ordering::Acquire);
+        let mut state = lock(&inner.state);
+        for r in &mut state.progress.update_results {
+            if r.result_code == OperationResultCode::NotStarted && aborted {
+                *r = UpdateInstallationResult {
+                    hresult: WU_E_CALL_CANCELLED,
+                    reboot_required: false,
+                    result_code: OperationResultCode::Aborted,
+                };
+            }
+        }
+        let result = aggregate(&state.progress.update_results);
+        // Release the install lock before reporting completion, so a caller that sees the job
+        // completed can start the next one at once.
+        drop(lock_file);
+        state.result = Some(result);
+        let wakers = std::mem::take(&mut state.wakers);
+        inner.completed.store(true, Ordering::Release);
+        drop(state);
+        inner.completion.notify_all();
+        for waker in wakers {
+            waker.wake();
+        }
+        let _ = self.events.send(Event::Completed);
+    }
+
+    fn set_progress<S>(
+        &self,
+        job: &InstallationJob<S>,
+        change: impl FnOnce(&mut InstallationProgress),
+    ) {
+        let snapshot = {
+            let mut state = lock(&job.inner.state);
+            let before = state.progress.clone();
+            change(&mut state.progress);
+            if state.progress == before {
+                return;
+            }
+            state.progress.clone()
+        };
+        let _ = self.events.send(Event::Progress(snapshot));
+    }
+
+    /// Installs or uninstalls one update and records the outcome.
+    fn process<S>(
+        &self,
+        job: &InstallationJob<S>,
+        index: usize,
+        update: &Update,
+    ) -> UpdateInstallationResult {
+        let operation = job.inner.operation;
+        let n = job.inner.updates.len();
+        // Per-update refusals (DIGEST §10.7, §10.9 and ForceQuiet).
+        let refusal = match operation {
+            UpdateOperation::Installation if !update.eula_accepted() => {
+                Some((WU_E_EULAS_DECLINED, "its licence terms are not accepted"))
+            }
+            UpdateOperation::Uninstallation if !update.is_uninstallable() => {
+                Some((WU_E_UNINSTALL_NOT_ALLOWED, "it is not uninstallable"))
+            }
+            _ => None,
+        };
+        let behavior = match operation {
+            UpdateOperation::Installation => update.installation_behavior(),
+            UpdateOperation::Uninstallation => update.uninstallation_behavior(),
+        };
+        let refusal = refusal.or_else(|| {
+            (self.force_quiet && behavior.can_request_user_input).then_some((
+                WU_E_UH_DOESNOTSUPPORTACTION,
+                "it can ask for user input and ForceQuiet is set",
+            ))
+        });
+        if let Some((hresult, why)) = refusal {
+            tracing::info!("{} {}: refused, {why}", operation, update.title());
+            return self.record_failure(update, operation, hresult, 0, OperationResultCode::Failed);
+        }
+        let id = update.identity().update_id;
+        let store = &self.agent.store;
+        let installed = match store.installed_update(id) {
+            Ok(i) => i,
+            Err(e) => return self.record_error(update, operation, e),
+        };
+        match (operation, &installed) {
+            (UpdateOperation::Installation, Some(_)) if !self.is_forced => {
+                return UpdateInstallationResult {
+                    hresult: WU_S_ALREADY_INSTALLED,
+                    reboot_required: false,
+                    result_code: OperationResultCode::Succeeded,
+                };
+            }
+            (UpdateOperation::Uninstallation, None) => {
+                return UpdateInstallationResult {
+                    hresult: WU_S_ALREADY_UNINSTALLED,
+                    reboot_required: false,
+                    result_code: OperationResultCode::Succeeded,
+                };
+            }
+            _ => {}
+        }
+        let mut report = |pct: u32| {
+            let pct = pct.min(100);
+            self.set_progress(job, |p| {
+                if pct > p.current_update_percent_complete {
+                    p.current_update_percent_complete = pct;
+                    p.percent_complete = p.percent_complete.max(percent(index, pct, n));
+                }
+            });
+        };
+        let mut ctx = handlers::Context {
+            root: &self.agent.config.root,
+            state_dir: &self.agent.config.state_dir,
+            store,
+            abort: &job.inner.abort,
+            progress: &mut report,
+        };
+        let date = Timestamp::now();
+        match operation {
+            UpdateOperation::Installation => {
+                match handlers::install(
+                    &mut ctx,
+                    &self.agent.catalog,
+                    update.definition(),
+                    installed.as_ref(),
+                ) {
+                    Ok(done) => {
+                        let reboot =
+                            reboot_needed(behavior.reboot_behavior, done.outcome.reboot_requested);
+                        let history = self.history(
+                            update,
+                            operation,
+                            OperationResultCode::Succeeded,
+                            S_OK,
+                            done.outcome.unmapped,
+                            date,
+                        );
+                        let mandatory = behavior.reboot_behavior
+                            == InstallationRebootBehavior::AlwaysRequiresReboot;
+                        match store.commit_install(
+                            update.definition(),
+                            &done.manifest,
+                            &history,
+                            reboot.then_some(mandatory),
+                        ) {
+                            Ok(()) => {
+                                done.tx.finish();
+                                succeeded(reboot)
+                            }
+                            Err(e) => {
+                                if let Err(undo) = done.tx.undo() {
+                                    tracing::error!("undo after a failed commit failed: {undo}");
+                                }
+                                self.record_error(update, operation, e)
+                            }
+                        }
+                    }
+                    Err(failure) => self.record_handler_failure(update, operation, failure),
+                }
+            }
+            UpdateOperation::Uninstallation => {
+                let installed = installed.expect("checked above");
+                match handlers::uninstall(&mut ctx, &installed) {
+                    Ok(done) => {
+                        let reboot =
+                            reboot_needed(behavior.reboot_behavior, done.outcome.reboot_requested);
+                        let history = self.history(
+                            update,
+                            operation,
+                            OperationResultCode::Succeeded,
+                            S_OK,
+                            done.outcome.unmapped,
+                            date,
+                        );
+                        let mandatory = behavior.reboot_behavior
+                            == InstallationRebootBehavior::AlwaysRequiresReboot;
+                        match store.commit_uninstall(
+                            id,
+                            &done.handovers,
+                            &history,
+                            reboot.then_some(mandatory),
+                        ) {
+                            Ok(()) => {
+                                done.tx.finish();
+                                succeeded(reboot)
+                            }
+                            Err(e) => {
+                                if let Err(undo) = done.tx.undo() {
+                                    tracing::error!("undo after a failed commit failed: {undo}");
+                                }
+                                self.record_error(update, operation, e)
+                            }
+                        }
+                    }
+                    Err(failure) => self.record_handler_failure(update, operation, failure),
+                }
+            }
+        }
+    }
+
+    fn record_handler_failure(
+        &self,
+        update: &Update,
+        operation: UpdateOperation,
+        failure: Failure,
+    ) -> UpdateInstallationResult {
+        let hresult = failure.hresult();
+        match failure {
+            Failure::Aborted => {
+                tracing::info!("{operation} of {} aborted and rolled back", update.title());
+                self.record_failure(update, operation, hresult, 0, OperationResultCode::Aborted)
+            }
+            Failure::Failed { error, unmapped } => {
+                tracing::warn!("{operation} of {} failed: {error}", update.title());
+                self.record_failure(
+                    update,
+                    operation,
+                    hresult,
+                    unmapped,
+                    OperationResultCode::Failed,
+                )
+            }
+        }
+    }
+
+    fn record_error(
+        &self,
+        update: &Update,
+        operation: UpdateOperation,
+        error: Error,
+    ) -> UpdateInstallationResult {
+        tracing::warn!("{operation} of {} failed: {error}", update.title());
+        self.record_failure(
+            update,
+            operation,
+            error.hresult(),
+            0,
+            OperationResultCode::Failed,
+        )
+    }
+
+    fn record_failure(
+        &self,
+        update: &Update,
+        operation: UpdateOperation,
+        hresult: HResult,
+        unmapped: i32,
+        result_code: OperationResultCode,
+    ) -> UpdateInstallationResult {
+        let history = self.history(
+            update,
+            operation,
+            result_code,
+            hresult,
+            unmapped,
+            Timestamp::now(),
+        );
+        if let Err(e) = self.agent.store.add_history(&history) {
+            tracing::error!("cannot record history for {}: {e}", update.title());
+        }
+        UpdateInstallationResult {
+            hresult,
+            reboot_required: false,
+            result_code,
+        }
+    }
+
+    fn history(
+        &self,
+        update: &Update,
+        operation: UpdateOperation,
+        result_code: OperationResultCode,
+        hresult: HResult,
+        unmapped: i32,
+        date: Timestamp,
+    ) -> UpdateHistoryEntry {
+        UpdateHistoryEntry {
+            operation,
+            result_code,
+            hresult,
+            unmapped_result_code: if unmapped != 0 { unmapped } else { hresult.0 },
+            date,
+            update_identity: update.identity(),
+            title: update.title().to_string(),
+            description: update.description().to_string(),
+            client_application_id: self.client_application_id.clone(),
+            server_selection: 0,
+            service_id: String::new(),
+            support_url: update.support_url().to_string(),
+            uninstallation_notes: update.uninstallation_notes().to_string(),
+            uninstallation_steps: update.uninstallation_steps().to_vec(),
+            categories: update.categories().to_vec(),
+        }
+    }
+}
+
+fn reboot_needed(behavior: InstallationRebootBehavior, requested: bool) -> bool {
+    behavior == InstallationRebootBehavior::AlwaysRequiresReboot || requested
+}
+
+fn succeeded(reboot_required: bool) -> UpdateInstallationResult {
+    UpdateInstallationResult {
+        hresult: S_OK,
+        reboot_required,
+        result_code: OperationResultCode::Succeeded,
+    }
+}
+
+/// Percent of a job of `n` updates with `done` finished and the current one at `current`%.
+fn percent(done: usize, current: u32, n: usize) -> u32 {
+    ((done as u64 * 100 + u64::from(current.min(100))) / n.max(1) as u64).min(100) as u32
+}
+
+/// The overall result from the per-update ones (DIGEST §10.4, §10.5).
+fn aggregate(results: &[UpdateInstallationResult]) -> InstallationResult {
+    use OperationResultCode::*;
+    let reboot_required = results.iter().any(|r| r.reboot_required);
+    let succeeded = results
+        .iter()
+        .filter(|r| r.result_code.is_success())
+        .count();
+    let aborted = results.iter().any(|r| r.result_code == Aborted);
+    let (result_code, hresult) = if aborted {
+        (Aborted, WU_E_CALL_CANCELLED)
+    } else if succeeded == results.len() {
+        (Succeeded, S_OK)
+    } else if succeeded > 0 {
+        (SucceededWithErrors, WU_S_UPDATE_ERROR)
+    } else {
+        (Failed, WU_E_ALL_UPDATES_FAILED)
+    };
+    InstallationResult {
+        hresult,
+        reboot_required,
+        result_code,
+        update_results: results.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(code: OperationResultCode) -> UpdateInstallationResult {
+        UpdateInstallationResult {
+            hresult: S_OK,
+            reboot_required: false,
+            result_code: code,
+        }
+    }
+
+    #[test]
+    fn aggregation_follows_the_digest() {
+        use OperationResultCode::*;
+        assert_eq!(
+            aggregate(&[r(Succeeded), r(Succeeded)]).result_code,
+            Succeeded
+        );
+        let mixed = aggregate(&[r(Succeeded), r(Failed)]);
+        assert_eq!(
+            (mixed.result_code, mixed.hresult),
+            (SucceededWithErrors, WU_S_UPDATE_ERROR)
+        );
+        let failed = aggregate(&[r(Failed), r(Failed)]);
+        assert_eq!(
+            (failed.result_code, failed.hresult),
+            (Failed, WU_E_ALL_UPDATES_FAILED)
+        );
+        let aborted = aggregate(&[r(Succeeded), r(Aborted)]);
+        assert_eq!(
+            (aborted.result_code, aborted.hresult),
+            (Aborted, WU_E_CALL_CANCELLED)
+        );
+    }
+
+    #[test]
+    fn percent_is_clamped_and_proportional() {
+        assert_eq!(percent(0, 0, 4), 0);
+        assert_eq!(percent(1, 50, 4), 37);
+        assert_eq!(percent(4, 0, 4), 100);
+        assert_eq!(percent(3, 250, 4), 100);
+    }
+}

@@ -1,0 +1,57 @@
+//! # wua — the Windows Update Agent API's update model, in Rust
+//!
+//! A portable update agent: a session opens an agent's state (a catalog of updates, a target
+//! root, a state directory), and an [`UpdateInstaller`] installs and uninstalls updates into the
+//! root, synchronously or as asynchronous [`InstallationJob`]s that report progress and
+//! completion to the caller's callbacks and hand back the caller's own state
+//! ([`InstallationJob::async_state`]).
+//!
+//! ```no_run
+//! use wua::{AgentConfig, NoCallback, UpdateSession};
+//!
+//! let session = UpdateSession::open(AgentConfig::new("/tmp/root", "/tmp/state", "examples/catalog"))?;
+//! let mut installer = session.create_update_installer();
+//! installer.set_updates(&session.catalog_updates()?.copy());
+//! let job = installer.begin_install(
+//!     |job: &wua::InstallationJob<&str>, args: &wua::InstallationProgressChangedCallbackArgs| {
+//!         println!("{}: {}%", job.async_state(), args.progress.percent_complete)
+//!     },
+//!     NoCallback,
+//!     "nightly batch",
+//! )?;
+//! let result = installer.end_install(&job)?;
+//! println!("{}", result.result_code);
+//! # Ok::<(), wua::Error>(())
+//! ```
+//!
+//! Modules follow WUA's object model: [`model`] (updates, collections, enums), [`hresult`] (every
+//! WU_E_*/WU_S_* code), [`error`], [`session`], [`install`], [`handlers`], [`catalog`],
+//! [`store`]. `docs/ARCHITECTURE.md` maps each WUA interface member to its Rust item.
+
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod error;
+pub mod handlers;
+pub mod hresult;
+pub mod install;
+pub mod model;
+pub mod session;
+pub mod store;
+
+pub use catalog::{Catalog, UpdateDefinition};
+pub use error::{Error, Result};
+pub use hresult::HResult;
+pub use install::{
+    CleanUp, InstallationCompletedCallback, InstallationCompletedCallbackArgs, InstallationJob,
+    InstallationProgress, InstallationProgressChangedCallback,
+    InstallationProgressChangedCallbackArgs, InstallationResult, NoCallback,
+    UpdateInstallationResult, UpdateInstaller,
+};
+pub use model::{
+    Category, DeploymentAction, InstallationBehavior, InstallationImpact,
+    InstallationRebootBehavior, OperationResultCode, Update, UpdateCollection, UpdateIdentity,
+    UpdateOperation, UpdateType,
+};
+pub use session::{AgentConfig, SystemInformation, UpdateSession};
+pub use store::UpdateHistoryEntry;

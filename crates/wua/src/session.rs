@@ -1,0 +1,216 @@
+//! `IUpdateSession` and `ISystemInformation`: the entry point to an agent's state.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::install::UpdateInstaller;
+use crate::model::{Update, UpdateCollection};
+use crate::store::{Store, UpdateHistoryEntry};
+
+/// Where the Linux kernel publishes the id of the current boot.
+pub const LINUX_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The value WUA reports for a `ClientApplicationID` that was never set.
+pub const UNKNOWN_CLIENT: &str = "Unknown";
+
+/// Where an agent keeps its state and what it installs into.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The target root updates are installed into (`/` on a real system).
+    pub root: PathBuf,
+    /// The agent's state directory: database, backups, saved uninstall scripts, lock.
+    pub state_dir: PathBuf,
+    /// The catalog directory updates come from.
+    pub catalog_dir: PathBuf,
+    /// A file holding the current boot id; `None` reads the kernel's
+    /// ([`LINUX_BOOT_ID`]). Pending reboots recorded under another boot id are over.
+    pub boot_id_file: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// A configuration with the kernel's boot id.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+        catalog_dir: impl Into<PathBuf>,
+    ) -> Self {
+        AgentConfig {
+            root: root.into(),
+            state_dir: state_dir.into(),
+            catalog_dir: catalog_dir.into(),
+            boot_id_file: None,
+        }
+    }
+
+    /// The current boot id: the file's first line, or `unknown-boot` where there is none (then
+    /// pending reboots never clear by themselves).
+    pub fn boot_id(&self) -> String {
+        let path = self
+            .boot_id_file
+            .as_deref()
+            .unwrap_or(Path::new(LINUX_BOOT_ID));
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown-boot".to_string())
+    }
+}
+
+/// What every object created from one session shares.
+#[derive(Debug)]
+pub(crate) struct Agent {
+    pub config: AgentConfig,
+    pub catalog: Catalog,
+    pub store: Arc<Store>,
+}
+
+static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique id for installers, so a job can be matched to the object that started it.
+pub(crate) fn next_object_id() -> u64 {
+    NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The effective user id of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `IUpdateSession`: opens an agent's state and creates installers from it.
+#[derive(Debug, Clone)]
+pub struct UpdateSession {
+    agent: Arc<Agent>,
+    client_application_id: String,
+}
+
+impl UpdateSession {
+    /// Opens the agent described by `config`: loads and validates the catalog and opens (or
+    /// creates) the state database.
+    pub fn open(config: AgentConfig) -> Result<UpdateSession> {
+        let catalog = Catalog::open(&config.catalog_dir)?;
+        let store = Arc::new(Store::open(&config.state_dir, config.boot_id())?);
+        Ok(UpdateSession {
+            agent: Arc::new(Agent {
+                config,
+                catalog,
+                store,
+            }),
+            client_application_id: UNKNOWN_CLIENT.to_string(),
+        })
+    }
+
+    /// `ClientApplicationID`; `"Unknown"` until set.
+    pub fn client_application_id(&self) -> &str {
+        &self.client_application_id
+    }
+
+    /// Sets `ClientApplicationID`. Installers created afterwards start with this value
+    /// (DIGEST §10.26).
+    pub fn set_client_application_id(&mut self, id: impl Into<String>) {
+        self.client_application_id = id.into();
+    }
+
+    /// `CreateUpdateInstaller()`.
+    pub fn create_update_installer(&self) -> UpdateInstaller {
+        UpdateInstaller::new(self.agent.clone(), self.client_application_id.clone())
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.agent.config
+    }
+
+    /// The catalog this session reads.
+    pub fn catalog(&self) -> &Catalog {
+        &self.agent.catalog
+    }
+
+    /// The agent's store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.agent.store
+    }
+
+    /// Every update of the catalog with its state on this machine now, as a read-only
+    /// collection (the search criteria language that narrows this down is `UpdateSearcher`'s).
+    pub fn catalog_updates(&self) -> Result<UpdateCollection> {
+        let installed: HashSet<_> = self
+            .agent
+            .store
+            .installed_updates()?
+            .into_iter()
+            .map(|u| u.definition.identity.update_id)
+            .collect();
+        let mut updates = Vec::with_capacity(self.agent.catalog.updates().len());
+        for def in self.agent.catalog.updates() {
+            updates.push(Arc::new(self.update_from(
+                def.clone(),
+                installed.contains(&def.identity.update_id),
+            )?));
+        }
+        Ok(UpdateCollection::read_only_from(updates))
+    }
+
+    /// Every update wua has installed, including ones the catalog no longer lists, oldest first.
+    pub fn installed_updates(&self) -> Result<UpdateCollection> {
+        let mut updates = Vec::new();
+        for installed in self.agent.store.installed_updates()? {
+            updates.push(Arc::new(self.update_from(installed.definition, true)?));
+        }
+        Ok(UpdateCollection::read_only_from(updates))
+    }
+
+    fn update_from(
+        &self,
+        def: crate::catalog::UpdateDefinition,
+        is_installed: bool,
+    ) -> Result<Update> {
+        let is_downloaded = self.agent.catalog.has_payload(&def.payload);
+        let eula_accepted =
+            def.eula_text.is_none() || self.agent.store.eula_accepted(def.identity)?;
+        Ok(Update::new(
+            def,
+            is_installed,
+            is_downloaded,
+            eula_accepted,
+            Some(self.agent.store.clone()),
+        ))
+    }
+
+    /// `QueryHistory(startIndex, count)`: newest first (`iupdatesearcher-queryhistory`).
+    pub fn query_history(&self, start_index: i64, count: i64) -> Result<Vec<UpdateHistoryEntry>> {
+        self.agent.store.query_history(start_index, count)
+    }
+
+    /// `GetTotalHistoryCount()`.
+    pub fn get_total_history_count(&self) -> Result<i64> {
+        self.agent.store.total_history_count()
+    }
+
+    /// `ISystemInformation` for this agent.
+    pub fn system_information(&self) -> SystemInformation {
+        SystemInformation {
+            store: self.agent.store.clone(),
+        }
+    }
+}
+
+/// `ISystemInformation`.
+#[derive(Debug, Clone)]
+pub struct SystemInformation {
+    store: Arc<Store>,
+}
+
+impl SystemInformation {
+    /// `RebootRequired`: a restart is needed to complete the installation or uninstallation of
+    /// one or more updates (`isysteminformation-get_rebootrequired`). Cleared by a real reboot:
+    /// the boot id changes.
+    pub fn reboot_required(&self) -> Result<bool> {
+        self.store.reboot_required()
+    }
+}
