@@ -1,1 +1,213 @@
-fn main() {}
+//! `wua`: the command-line face of the wua update agent.
+
+mod cli;
+mod paths;
+mod report;
+mod run;
+mod select;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser};
+use serde::Serialize;
+use wua::{InstallationResult, OperationResultCode, UpdateSession};
+
+use cli::{CatalogCommand, Cli, Command, GlobalArgs};
+
+/// The documented exit codes (`wua --help` lists them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failed = 1,
+    SucceededWithErrors = 2,
+    RebootRequired = 3,
+    Aborted = 4,
+    NotAllowed = 5,
+    BadInput = 64,
+}
+
+impl Exit {
+    /// The exit code of an install or uninstall run. `refused` is the error that stopped a
+    /// batch from starting, if one did.
+    fn from_result(result: &InstallationResult, refused: Option<&wua::Error>) -> Exit {
+        let nothing_succeeded = result
+            .update_results
+            .iter()
+            .all(|r| !r.result_code.is_success());
+        match (result.result_code, refused) {
+            (OperationResultCode::Aborted, _) => Exit::Aborted,
+            (_, Some(e)) if nothing_succeeded => Exit::for_hresult(e.hresult()),
+            (OperationResultCode::Succeeded, _) if result.reboot_required => Exit::RebootRequired,
+            (OperationResultCode::Succeeded, _) => Exit::Success,
+            (OperationResultCode::SucceededWithErrors, _) => Exit::SucceededWithErrors,
+            _ => Exit::Failed,
+        }
+    }
+
+    /// The exit code for a call refused with this code.
+    fn for_hresult(h: wua::HResult) -> Exit {
+        use wua::hresult::*;
+        if h == wua::install::BUSY {
+            Exit::NotAllowed
+        } else if [
+            WU_E_INVALID_FILE,
+            WU_E_INVALID_UPDATE,
+            WU_E_INVALIDINDEX,
+            WU_E_NO_UPDATE,
+            WU_E_EXCLUSIVE_INSTALL_CONFLICT,
+            WU_E_EULAS_DECLINED,
+        ]
+        .contains(&h)
+        {
+            Exit::BadInput
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
+/// Input the user can fix: an unknown update, a missing argument.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::error::Error for BadInput {}
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Opens the agent the global options describe.
+pub fn open_session(global: &GlobalArgs) -> Result<UpdateSession> {
+    let config = paths::resolve(global)?;
+    let mut session = UpdateSession::open(config)?;
+    session.set_client_application_id(global.client_id.clone());
+    Ok(session)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::BadInput
+            } else {
+                Exit::Success
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_logging(&cli.global);
+    match dispatch(&cli) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            let exit = classify(&e);
+            if cli.global.json {
+                print_error_json(&e);
+            } else {
+                eprintln!("wua: error: {e:#}");
+            }
+            ExitCode::from(exit as u8)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<Exit> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::List(args) => report::list(global, args),
+        Command::Install(args) => run::install(global, args),
+        Command::Uninstall(args) => run::uninstall(global, args),
+        Command::History(args) => report::history(global, args),
+        Command::Status => report::status(global),
+        Command::Catalog(CatalogCommand::Build { source, out }) => {
+            let built = wua::catalog::build(source, out)?;
+            if !global.quiet {
+                println!(
+                    "Built catalog \"{}\" in {}: {} updates, {} new payloads",
+                    built.catalog.name(),
+                    out.display(),
+                    built.catalog.updates().len(),
+                    built.payloads_written
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Command::Catalog(CatalogCommand::Verify { dir }) => {
+            let catalog = wua::Catalog::open(dir)?;
+            for def in catalog.updates() {
+                catalog.open_verified_payload(&def.payload)?;
+            }
+            if !global.quiet {
+                println!(
+                    "Catalog \"{}\" in {} is valid: {} updates, every payload verified",
+                    catalog.name(),
+                    dir.display(),
+                    catalog.updates().len()
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "wua", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// The exit code for an error that stopped the command.
+fn classify(e: &anyhow::Error) -> Exit {
+    if e.downcast_ref::<BadInput>().is_some() {
+        return Exit::BadInput;
+    }
+    match e.downcast_ref::<wua::Error>() {
+        Some(w) => Exit::for_hresult(w.hresult()),
+        None => Exit::Failed,
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorReport {
+    schema_version: u32,
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    message: String,
+    hresult: Option<report::HResultJson>,
+}
+
+fn print_error_json(e: &anyhow::Error) {
+    report::print_json(&ErrorReport {
+        schema_version: report::SCHEMA_VERSION,
+        error: ErrorDetail {
+            message: format!("{e:#}"),
+            hresult: e.downcast_ref::<wua::Error>().map(|w| w.hresult().into()),
+        },
+    });
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WUA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("wua={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -79,6 +79,34 @@ pub struct InstallationResult {
 }
 
 impl InstallationResult {
+    /// The overall result of a set of per-update results (DIGEST §10.4, §10.5): any `Aborted` →
+    /// `Aborted` / `WU_E_CALL_CANCELLED`; all succeeded → `Succeeded` / `S_OK`; some →
+    /// `SucceededWithErrors` / `WU_S_UPDATE_ERROR`; none → `Failed` / `WU_E_ALL_UPDATES_FAILED`.
+    pub fn aggregate(update_results: Vec<UpdateInstallationResult>) -> InstallationResult {
+        use OperationResultCode::*;
+        let reboot_required = update_results.iter().any(|r| r.reboot_required);
+        let succeeded = update_results
+            .iter()
+            .filter(|r| r.result_code.is_success())
+            .count();
+        let aborted = update_results.iter().any(|r| r.result_code == Aborted);
+        let (result_code, hresult) = if aborted {
+            (Aborted, WU_E_CALL_CANCELLED)
+        } else if succeeded == update_results.len() {
+            (Succeeded, S_OK)
+        } else if succeeded > 0 {
+            (SucceededWithErrors, WU_S_UPDATE_ERROR)
+        } else {
+            (Failed, WU_E_ALL_UPDATES_FAILED)
+        };
+        InstallationResult {
+            hresult,
+            reboot_required,
+            result_code,
+            update_results,
+        }
+    }
+
     /// `GetUpdateResult(index)`; a bad index is `WU_E_INVALIDINDEX`.
     pub fn get_update_result(&self, index: usize) -> Result<UpdateInstallationResult> {
         result_at(&self.update_results, index)
@@ -241,6 +269,7 @@ struct JobInner<S> {
     completion: Condvar,
     callbacks: Mutex<Option<Callbacks<S>>>,
     dispatcher: Mutex<Option<ThreadId>>,
+    dispatcher_handle: Mutex<Option<thread::JoinHandle<()>>>,
     release_after_callback: AtomicBool,
 }
 
@@ -349,8 +378,9 @@ impl<S> InstallationJob<S> {
         Completion { job: self.clone() }
     }
 
-    /// `CleanUp()`: waits for the job to complete, then releases its callbacks; no callback of
-    /// this job runs after it returns (`iinstallationjob-cleanup`). Called from inside one of the
+    /// `CleanUp()`: waits for the job to complete and for the callbacks already due (the
+    /// completion callback among them) to run, then releases its callbacks; no callback of this
+    /// job runs after it returns (`iinstallationjob-cleanup`). Called from inside one of the
     /// job's own callbacks it cannot wait, and returns [`CleanUp::MarkedForDisconnect`].
     pub fn clean_up(&self) -> CleanUp {
         if *lock(&self.inner.dispatcher) == Some(thread::current().id()) {
@@ -360,6 +390,12 @@ impl<S> InstallationJob<S> {
             return CleanUp::MarkedForDisconnect;
         }
         self.wait();
+        // Callbacks queued before completion (the last progress reports and the completion
+        // callback) are delivered, not dropped: the dispatcher ends once it has run them.
+        let dispatcher = lock(&self.inner.dispatcher_handle).take();
+        if let Some(handle) = dispatcher {
+            let _ = handle.join();
+        }
         // Taking the lock waits for a callback in flight; afterwards none can start.
         lock(&self.inner.callbacks).take();
         CleanUp::Released
@@ -687,6 +723,7 @@ impl UpdateInstaller {
                 completed: Box::new(on_completed),
             })),
             dispatcher: Mutex::new(None),
+            dispatcher_handle: Mutex::new(None),
             release_after_callback: AtomicBool::new(false),
         });
         let job = InstallationJob { inner };
@@ -697,6 +734,7 @@ impl UpdateInstaller {
             .spawn(move || dispatch(dispatcher_job, receiver))
             .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
         *lock(&job.inner.dispatcher) = Some(dispatcher.thread().id());
+        *lock(&job.inner.dispatcher_handle) = Some(dispatcher);
         let worker = Worker {
             agent: self.agent.clone(),
             client_application_id: self.client_application_id.clone(),
@@ -805,7 +843,7 @@ impl Worker {
                 };
             }
         }
-        let result = aggregate(&state.progress.update_results);
+        let result = InstallationResult::aggregate(state.progress.update_results.clone());
         // Release the install lock before reporting completion, so a caller that sees the job
         // completed can start the next one at once.
         drop(lock_file);
@@ -1105,32 +1143,6 @@ fn percent(done: usize, current: u32, n: usize) -> u32 {
     ((done as u64 * 100 + u64::from(current.min(100))) / n.max(1) as u64).min(100) as u32
 }
 
-/// The overall result from the per-update ones (DIGEST §10.4, §10.5).
-fn aggregate(results: &[UpdateInstallationResult]) -> InstallationResult {
-    use OperationResultCode::*;
-    let reboot_required = results.iter().any(|r| r.reboot_required);
-    let succeeded = results
-        .iter()
-        .filter(|r| r.result_code.is_success())
-        .count();
-    let aborted = results.iter().any(|r| r.result_code == Aborted);
-    let (result_code, hresult) = if aborted {
-        (Aborted, WU_E_CALL_CANCELLED)
-    } else if succeeded == results.len() {
-        (Succeeded, S_OK)
-    } else if succeeded > 0 {
-        (SucceededWithErrors, WU_S_UPDATE_ERROR)
-    } else {
-        (Failed, WU_E_ALL_UPDATES_FAILED)
-    };
-    InstallationResult {
-        hresult,
-        reboot_required,
-        result_code,
-        update_results: results.to_vec(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1147,20 +1159,20 @@ mod tests {
     fn aggregation_follows_the_digest() {
         use OperationResultCode::*;
         assert_eq!(
-            aggregate(&[r(Succeeded), r(Succeeded)]).result_code,
+            InstallationResult::aggregate(vec![r(Succeeded), r(Succeeded)]).result_code,
             Succeeded
         );
-        let mixed = aggregate(&[r(Succeeded), r(Failed)]);
+        let mixed = InstallationResult::aggregate(vec![r(Succeeded), r(Failed)]);
         assert_eq!(
             (mixed.result_code, mixed.hresult),
             (SucceededWithErrors, WU_S_UPDATE_ERROR)
         );
-        let failed = aggregate(&[r(Failed), r(Failed)]);
+        let failed = InstallationResult::aggregate(vec![r(Failed), r(Failed)]);
         assert_eq!(
             (failed.result_code, failed.hresult),
             (Failed, WU_E_ALL_UPDATES_FAILED)
         );
-        let aborted = aggregate(&[r(Succeeded), r(Aborted)]);
+        let aborted = InstallationResult::aggregate(vec![r(Succeeded), r(Aborted)]);
         assert_eq!(
             (aborted.result_code, aborted.hresult),
             (Aborted, WU_E_CALL_CANCELLED)

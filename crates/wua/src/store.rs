@@ -173,13 +173,22 @@ pub struct UpdateHistoryEntry {
     pub categories: Vec<Category>,
 }
 
-/// The new state of a path whose backup moves to another update on uninstall (see
-/// `handlers::files`).
+/// What an uninstall passes on to another installed update (see `handlers::files`).
 #[derive(Clone, Debug)]
-pub(crate) struct BackupHandover {
-    pub to_update: Uuid,
-    pub path: String,
-    pub backup: Option<String>,
+pub(crate) enum Handover {
+    /// A later update replaced this path: its backup becomes the one the uninstalled update
+    /// had (`None`: the path did not exist before either).
+    Backup {
+        to_update: Uuid,
+        path: String,
+        backup: Option<String>,
+    },
+    /// A directory the uninstalled update created still holds another update's files: that
+    /// update now owns it, so the directory goes when the last of them is uninstalled.
+    Dir {
+        to_update: Uuid,
+        entry: ManifestEntry,
+    },
 }
 
 /// The agent's database. Safe to share between threads; several processes may open the same
@@ -387,6 +396,21 @@ impl Store {
         .map_err(|e| db_error(&self.path, e))
     }
 
+    /// Another installed update with something below the directory `dir`, if any.
+    pub(crate) fn owner_below(&self, dir: &str, except: Uuid) -> Result<Option<Uuid>> {
+        let prefix = format!("{dir}/");
+        self.conn()
+            .query_row(
+                "SELECT update_id FROM installed_files
+                 WHERE substr(path, 1, length(?1)) = ?1 AND update_id != ?2 LIMIT 1",
+                params![prefix, except.to_string()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|o| o.and_then(|id| Uuid::parse_str(&id).ok()))
+            .map_err(|e| db_error(&self.path, e))
+    }
+
     /// Records a successful install: the update, its manifest, its history entry and, when it
     /// needs one, its pending reboot — in one transaction.
     pub(crate) fn commit_install(
@@ -446,17 +470,28 @@ impl Store {
     pub(crate) fn commit_uninstall(
         &self,
         update_id: Uuid,
-        handovers: &[BackupHandover],
+        handovers: &[Handover],
         history: &UpdateHistoryEntry,
         reboot: Option<bool>,
     ) -> Result<()> {
         let id = update_id.to_string();
         self.write(|tx| {
             for h in handovers {
-                tx.execute(
-                    "UPDATE installed_files SET backup = ?1 WHERE update_id = ?2 AND path = ?3",
-                    params![h.backup, h.to_update.to_string(), h.path],
-                )?;
+                match h {
+                    Handover::Backup {
+                        to_update,
+                        path,
+                        backup,
+                    } => tx.execute(
+                        "UPDATE installed_files SET backup = ?1 WHERE update_id = ?2 AND path = ?3",
+                        params![backup, to_update.to_string(), path],
+                    )?,
+                    Handover::Dir { to_update, entry } => tx.execute(
+                        "INSERT OR IGNORE INTO installed_files (update_id, path, kind, sha256, mode, link_target, backup)
+                         VALUES (?1, ?2, ?3, NULL, ?4, NULL, NULL)",
+                        params![to_update.to_string(), entry.path, entry.kind.as_str(), entry.mode],
+                    )?,
+                };
             }
             tx.execute("DELETE FROM installed_files WHERE update_id = ?1", [&id])?;
             tx.execute("DELETE FROM installed_updates WHERE update_id = ?1", [&id])?;

@@ -101,9 +101,13 @@ pub(crate) fn run(
             error: Error::code(
                 WU_E_UH_INSTALLERFAILURE,
                 format!(
-                    "{} {} exited with status {code}{}",
-                    program.display(),
-                    spec.args.join(" "),
+                    "the update's {} program {} exited with status {code}, which its metadata does not list as success{}",
+                    if destdir.is_some() {
+                        "install"
+                    } else {
+                        "uninstall"
+                    },
+                    spec.program,
                     output_tail(log)
                 ),
             ),

@@ -17,7 +17,7 @@ use super::{Context, Failure, STAGING_DIR};
 use crate::catalog::{PayloadRef, UpdateDefinition, relative_inside, sha256_reader};
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_INVALIDMETADATA};
-use crate::store::{BackupHandover, EntryKind, InstalledUpdate, ManifestEntry};
+use crate::store::{EntryKind, Handover, InstalledUpdate, ManifestEntry};
 
 /// Permission bits an installed object may carry: setuid and setgid are dropped.
 const MODE_MASK: u32 = 0o1777;
@@ -523,11 +523,14 @@ pub(crate) fn remove_installed(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
     installed: &InstalledUpdate,
-) -> Result<Vec<BackupHandover>, Failure> {
+) -> Result<Vec<Handover>, Failure> {
     let update_id = installed.definition.identity.update_id;
     let backups = ctx.backups_of(update_id);
     let mut handovers = Vec::new();
-    for entry in installed.files.iter().rev() {
+    // Children before their parents, so a directory is empty by the time it is reached.
+    let mut entries: Vec<&ManifestEntry> = installed.files.iter().collect();
+    entries.sort_by(|a, b| Path::new(&b.path).cmp(Path::new(&a.path)));
+    for entry in entries {
         if ctx.aborted() {
             return Err(Failure::Aborted);
         }
@@ -550,7 +553,7 @@ pub(crate) fn remove_installed(
                 }
                 None => None,
             };
-            handovers.push(BackupHandover {
+            handovers.push(Handover::Backup {
                 to_update: next,
                 path: entry.path.clone(),
                 backup,
@@ -566,6 +569,11 @@ pub(crate) fn remove_installed(
                         .unwrap_or(false);
                 if empty {
                     tx.remove_dir(&target).map_err(handler_error)?;
+                } else if let Some(owner) = ctx.store.owner_below(&entry.path, update_id)? {
+                    handovers.push(Handover::Dir {
+                        to_update: owner,
+                        entry: entry.clone(),
+                    });
                 }
             }
             EntryKind::File | EntryKind::Symlink => {

@@ -155,7 +155,7 @@ pub(crate) fn install(
 /// What uninstalling produced (see [`install`] for the commit protocol).
 pub(crate) struct Uninstalled {
     pub outcome: Outcome,
-    pub handovers: Vec<crate::store::BackupHandover>,
+    pub handovers: Vec<crate::store::Handover>,
     pub tx: files::Transaction,
 }
 

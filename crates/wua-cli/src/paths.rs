@@ -1,0 +1,112 @@
+//! Where the agent's files go by default, and the bundled example catalog.
+//!
+//! * With no `--catalog`, wua uses the example catalog built into the binary, written out to
+//!   the user's cache directory, and installs into a demo root: it never touches system paths.
+//! * root: state in `/var/lib/wua`, target root `/` (for a catalog of its own).
+//! * a normal user: XDG directories; a real catalog needs `--root`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use include_dir::{Dir, include_dir};
+use wua::AgentConfig;
+
+use crate::cli::GlobalArgs;
+
+/// The example catalog (`examples/catalog`), built into the binary.
+static EXAMPLE_CATALOG: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../examples/catalog");
+
+fn is_root() -> bool {
+    wua::session::current_uid() == 0
+}
+
+fn home() -> Result<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .context("HOME is not set, so wua cannot choose its default directories; pass --state-dir and --root (or set HOME)")
+}
+
+fn xdg(var: &str, fallback: &str) -> Result<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) => Ok(PathBuf::from(v)),
+        None => Ok(home()?.join(fallback)),
+    }
+}
+
+/// The folder the demo's root and state live in.
+fn demo_base() -> Result<PathBuf> {
+    if is_root() {
+        Ok(PathBuf::from("/var/lib/wua/demo"))
+    } else {
+        Ok(xdg("XDG_DATA_HOME", ".local/share")?.join("wua/demo"))
+    }
+}
+
+fn example_catalog_dir() -> Result<PathBuf> {
+    if is_root() {
+        Ok(PathBuf::from("/var/cache/wua/example-catalog"))
+    } else {
+        Ok(xdg("XDG_CACHE_HOME", ".cache")?.join("wua/example-catalog"))
+    }
+}
+
+/// The agent configuration from the global options and the defaults above.
+pub fn resolve(global: &GlobalArgs) -> Result<AgentConfig> {
+    let (catalog, example) = match &global.catalog {
+        Some(dir) => (dir.clone(), false),
+        None => (materialize_example_catalog()?, true),
+    };
+    let root = match (&global.root, example) {
+        (Some(root), _) => root.clone(),
+        (None, true) => demo_base()?.join("root"),
+        (None, false) if is_root() => PathBuf::from("/"),
+        (None, false) => bail!(
+            "no target root: a normal user cannot install into /; pass --root DIR (or set WUA_ROOT)"
+        ),
+    };
+    let state_dir = match (&global.state_dir, example) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => demo_base()?.join("state"),
+        (None, false) if is_root() => PathBuf::from("/var/lib/wua"),
+        (None, false) => xdg("XDG_STATE_HOME", ".local/state")?.join("wua"),
+    };
+    let mut config = AgentConfig::new(root, state_dir, catalog);
+    config.boot_id_file = global.boot_id_file.clone();
+    Ok(config)
+}
+
+/// Writes the bundled example catalog to the cache directory (only what is missing or
+/// different) and returns its path.
+pub fn materialize_example_catalog() -> Result<PathBuf> {
+    let dir = example_catalog_dir()?;
+    write_tree(&EXAMPLE_CATALOG, &dir)
+        .with_context(|| format!("cannot write the example catalog to {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn write_tree(tree: &Dir<'_>, base: &Path) -> Result<()> {
+    for file in tree.files() {
+        let path = base.join(file.path());
+        if std::fs::read(&path).is_ok_and(|existing| existing == file.contents()) {
+            continue;
+        }
+        let parent = path.parent().expect("files have a parent");
+        fs_err::create_dir_all(parent)?;
+        // Write beside, then rename: a concurrent wua never reads a half-written file.
+        let tmp = parent.join(format!(
+            ".{}.{}.tmp",
+            file.path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            std::process::id()
+        ));
+        fs_err::write(&tmp, file.contents())?;
+        fs_err::rename(&tmp, &path)?;
+    }
+    for sub in tree.dirs() {
+        write_tree(sub, base)?;
+    }
+    Ok(())
+}

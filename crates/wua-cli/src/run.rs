@@ -1,0 +1,514 @@
+//! `wua install` and `wua uninstall`: choose the updates, run them as installation jobs with a
+//! live progress display, abort on Ctrl-C, and report.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use wua::hresult::HResult;
+use wua::{
+    InstallationJob, InstallationProgressChangedCallbackArgs, InstallationResult, NoCallback,
+    OperationResultCode, Update, UpdateInstallationResult, UpdateOperation, UpdateSession,
+};
+
+use crate::cli::{GlobalArgs, InstallArgs, Selection, UninstallArgs};
+use crate::report::{self, HResultJson};
+use crate::{BadInput, Exit, select};
+
+/// What each job carries as its `async_state`: where its updates sit in the whole run, so the
+/// progress callback can number them across batches.
+struct Batch {
+    offset: usize,
+    total: usize,
+    titles: Vec<String>,
+}
+
+/// The job Ctrl-C aborts, and whether it was pressed.
+static CURRENT_JOB: Mutex<Option<InstallationJob<Batch>>> = Mutex::new(None);
+static ABORT_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+fn install_ctrlc_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if ABORT_REQUESTED.swap(true, Ordering::SeqCst) {
+            eprintln!("wua: abort already requested; waiting for the current update to roll back");
+        } else {
+            eprintln!("wua: abort requested; rolling back the current update…");
+        }
+        if let Some(job) = CURRENT_JOB
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            job.request_abort();
+        }
+    });
+}
+
+/// An update left out before anything ran, and why.
+#[derive(Serialize)]
+struct Skipped {
+    update_id: String,
+    title: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct UpdateOutcome {
+    update_id: String,
+    revision_number: i32,
+    title: String,
+    result_code: OperationResultCode,
+    hresult: HResultJson,
+    reboot_required: bool,
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    schema_version: u32,
+    operation: UpdateOperation,
+    root: String,
+    result_code: OperationResultCode,
+    hresult: HResultJson,
+    reboot_required: bool,
+    updates: Vec<UpdateOutcome>,
+    skipped: Vec<Skipped>,
+}
+
+pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
+    let session = crate::open_session(global)?;
+    let pool = session.catalog_updates()?;
+    let mut skipped = Vec::new();
+    let chosen = choose(&pool, &args.selection, "catalog update")?;
+    let mut updates = Vec::new();
+    for update in chosen {
+        if update.is_installed() && !args.force {
+            if args.selection.all {
+                continue;
+            }
+            skipped.push(skip(
+                &update,
+                "already installed (pass --force to reinstall)",
+            ));
+            continue;
+        }
+        if !update.eula_accepted() {
+            if args.accept_eula {
+                if !global.json && !global.quiet {
+                    eprintln!(
+                        "Licence terms of \"{}\":\n{}\n",
+                        update.title(),
+                        indent(update.eula_text().unwrap_or_default())
+                    );
+                }
+                update.accept_eula()?;
+            } else if args.selection.all {
+                skipped.push(skip(
+                    &update,
+                    "licence terms not accepted (pass --accept-eula)",
+                ));
+                continue;
+            }
+        }
+        updates.push(update);
+    }
+    run(
+        &session,
+        global,
+        UpdateOperation::Installation,
+        updates,
+        skipped,
+        |i| {
+            i.set_is_forced(args.force);
+            i.set_force_quiet(args.force_quiet);
+        },
+    )
+}
+
+pub fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> Result<Exit> {
+    let session = crate::open_session(global)?;
+    let pool = session.installed_updates()?;
+    let mut skipped = Vec::new();
+    let mut updates = Vec::new();
+    for update in choose(&pool, &args.selection, "installed update")? {
+        if args.selection.all && !update.is_uninstallable() {
+            skipped.push(skip(&update, "not uninstallable"));
+            continue;
+        }
+        updates.push(update);
+    }
+    run(
+        &session,
+        global,
+        UpdateOperation::Uninstallation,
+        updates,
+        skipped,
+        |_| {},
+    )
+}
+
+fn choose(
+    pool: &wua::UpdateCollection,
+    selection: &Selection,
+    what: &str,
+) -> Result<Vec<Arc<Update>>> {
+    if selection.all {
+        return Ok(pool.iter().cloned().collect());
+    }
+    if selection.updates.is_empty() {
+        return Err(BadInput(format!(
+            "name the updates to act on (ids or KB numbers), or pass --all; run `wua list` to see them"
+        ))
+        .into());
+    }
+    Ok(select::by_names(pool, &selection.updates, what)?)
+}
+
+fn skip(update: &Update, reason: &str) -> Skipped {
+    Skipped {
+        update_id: update.identity().update_id.to_string(),
+        title: update.title().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn run(
+    session: &UpdateSession,
+    global: &GlobalArgs,
+    operation: UpdateOperation,
+    updates: Vec<Arc<Update>>,
+    skipped: Vec<Skipped>,
+    configure: impl Fn(&mut wua::UpdateInstaller),
+) -> Result<Exit> {
+    let verb = match operation {
+        UpdateOperation::Installation => "install",
+        UpdateOperation::Uninstallation => "uninstall",
+    };
+    let root = session.config().root.display().to_string();
+    let text = !global.json && !global.quiet;
+    if text {
+        for s in &skipped {
+            eprintln!("Skipping \"{}\": {}", s.title, s.reason);
+        }
+    }
+    if updates.is_empty() {
+        if global.json {
+            report::print_json(&RunReport {
+                schema_version: report::SCHEMA_VERSION,
+                operation,
+                root,
+                result_code: OperationResultCode::Succeeded,
+                hresult: wua::hresult::S_OK.into(),
+                reboot_required: false,
+                updates: vec![],
+                skipped,
+            });
+        } else if !global.quiet {
+            println!("Nothing to {verb}.");
+        }
+        return Ok(Exit::Success);
+    }
+    install_ctrlc_handler();
+    let total = updates.len();
+    if text {
+        let noun = if total == 1 { "update" } else { "updates" };
+        let verb_ing = match operation {
+            UpdateOperation::Installation => "Installing",
+            UpdateOperation::Uninstallation => "Uninstalling",
+        };
+        println!("{verb_ing} {total} {noun} in {root}");
+    }
+    let display = Display::new(global, total);
+    let mut outcomes: Vec<(Arc<Update>, UpdateInstallationResult)> = Vec::new();
+    let mut stop: Option<wua::Error> = None;
+    let mut offset = 0;
+    for batch in select::batches(updates, operation == UpdateOperation::Uninstallation) {
+        let n = batch.len();
+        if ABORT_REQUESTED.load(Ordering::SeqCst) || stop.is_some() {
+            for u in batch {
+                outcomes.push((u, not_run(ABORT_REQUESTED.load(Ordering::SeqCst))));
+            }
+            offset += n;
+            continue;
+        }
+        let mut installer = session.create_update_installer();
+        installer.set_client_application_id(global.client_id.clone());
+        configure(&mut installer);
+        installer.set_updates(&batch.iter().cloned().collect());
+        let state = Batch {
+            offset,
+            total,
+            titles: batch.iter().map(|u| u.title().to_string()).collect(),
+        };
+        let on_progress = display.progress_callback(operation);
+        let started = match operation {
+            UpdateOperation::Installation => {
+                installer.begin_install(on_progress, NoCallback, state)
+            }
+            UpdateOperation::Uninstallation => {
+                installer.begin_uninstall(on_progress, NoCallback, state)
+            }
+        };
+        let job = match started {
+            Ok(job) => job,
+            Err(e) => {
+                // The whole batch was refused (busy, pending restart, licence terms): report
+                // its updates as not run and stop here.
+                for u in batch {
+                    outcomes.push((u, refused(e.hresult())));
+                }
+                stop = Some(e);
+                offset += n;
+                continue;
+            }
+        };
+        *CURRENT_JOB.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.clone());
+        if ABORT_REQUESTED.load(Ordering::SeqCst) {
+            job.request_abort();
+        }
+        let result = match operation {
+            UpdateOperation::Installation => installer.end_install(&job),
+            UpdateOperation::Uninstallation => installer.end_uninstall(&job),
+        }?;
+        job.clean_up();
+        *CURRENT_JOB.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        for (u, r) in batch.into_iter().zip(result.update_results) {
+            outcomes.push((u, r));
+        }
+        offset += n;
+    }
+    display.finish();
+    let overall = InstallationResult::aggregate(outcomes.iter().map(|(_, r)| *r).collect());
+    if global.json {
+        report::print_json(&RunReport {
+            schema_version: report::SCHEMA_VERSION,
+            operation,
+            root,
+            result_code: overall.result_code,
+            hresult: overall.hresult.into(),
+            reboot_required: overall.reboot_required,
+            updates: outcomes
+                .iter()
+                .map(|(u, r)| UpdateOutcome {
+                    update_id: u.identity().update_id.to_string(),
+                    revision_number: u.identity().revision_number,
+                    title: u.title().to_string(),
+                    result_code: r.result_code,
+                    hresult: r.hresult.into(),
+                    reboot_required: r.reboot_required,
+                })
+                .collect(),
+            skipped,
+        });
+    } else if !global.quiet {
+        print_summary(&outcomes, &overall, verb);
+    }
+    if let Some(e) = &stop
+        && !global.json
+    {
+        eprintln!("wua: {e}");
+    }
+    Ok(Exit::from_result(&overall, stop.as_ref()))
+}
+
+fn not_run(aborted: bool) -> UpdateInstallationResult {
+    UpdateInstallationResult {
+        hresult: if aborted {
+            wua::hresult::WU_E_CALL_CANCELLED
+        } else {
+            wua::hresult::WU_E_UPDATE_NOT_PROCESSED
+        },
+        reboot_required: false,
+        result_code: if aborted {
+            OperationResultCode::Aborted
+        } else {
+            OperationResultCode::NotStarted
+        },
+    }
+}
+
+fn refused(hresult: HResult) -> UpdateInstallationResult {
+    UpdateInstallationResult {
+        hresult,
+        reboot_required: false,
+        result_code: OperationResultCode::Failed,
+    }
+}
+
+fn print_summary(
+    outcomes: &[(Arc<Update>, UpdateInstallationResult)],
+    overall: &InstallationResult,
+    verb: &str,
+) {
+    let count = |pred: fn(&UpdateInstallationResult) -> bool| {
+        outcomes.iter().filter(|(_, r)| pred(r)).count()
+    };
+    let ok = count(|r| r.result_code.is_success());
+    let failed = count(|r| r.result_code == OperationResultCode::Failed);
+    let aborted = count(|r| r.result_code == OperationResultCode::Aborted);
+    let not_run = count(|r| r.result_code == OperationResultCode::NotStarted);
+    let mut parts = vec![format!("{ok} succeeded")];
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
+    if aborted > 0 {
+        parts.push(format!("{aborted} aborted"));
+    }
+    if not_run > 0 {
+        parts.push(format!("{not_run} not run"));
+    }
+    println!("Result: {} ({})", overall.result_code, parts.join(", "));
+    for (u, r) in outcomes {
+        if !r.result_code.is_success() && r.result_code != OperationResultCode::NotStarted {
+            println!("  {} \"{}\": {}", r.result_code, u.title(), r.hresult);
+        }
+    }
+    if overall.reboot_required {
+        println!("A restart is required to complete the {verb}ation.");
+    }
+}
+
+/// The live display: progress bars on a terminal, plain lines otherwise, nothing for --json or
+/// --quiet.
+#[derive(Clone)]
+struct Display {
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Silent,
+    Lines,
+    Bars {
+        multi: MultiProgress,
+        overall: ProgressBar,
+    },
+}
+
+impl Display {
+    fn new(global: &GlobalArgs, total: usize) -> Display {
+        let mode = if global.json || global.quiet {
+            Mode::Silent
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new((total * 100) as u64));
+            overall.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>9} [{bar:30.cyan/blue}] {percent:>3}% {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            overall.set_prefix("Overall");
+            Mode::Bars { multi, overall }
+        } else {
+            Mode::Lines
+        };
+        Display { mode }
+    }
+
+    /// The progress callback for one job. It keeps its own view of which updates it has
+    /// announced; the job's `async_state` says where the batch sits in the whole run.
+    fn progress_callback(
+        &self,
+        operation: UpdateOperation,
+    ) -> impl FnMut(&InstallationJob<Batch>, &InstallationProgressChangedCallbackArgs) + Send + 'static
+    {
+        let mode = self.mode.clone();
+        let verb = match operation {
+            UpdateOperation::Installation => "Installing",
+            UpdateOperation::Uninstallation => "Uninstalling",
+        };
+        let mut bars: Vec<Option<ProgressBar>> = Vec::new();
+        let mut announced: Vec<bool> = Vec::new();
+        let mut reported: Vec<bool> = Vec::new();
+        move |job, args| {
+            let batch = job.async_state();
+            let p = &args.progress;
+            bars.resize(p.update_results.len(), None);
+            announced.resize(p.update_results.len(), false);
+            reported.resize(p.update_results.len(), false);
+            for (i, r) in p.update_results.iter().enumerate() {
+                let number = batch.offset + i + 1;
+                let title = &batch.titles[i];
+                let running = r.result_code == OperationResultCode::InProgress;
+                let done = !running && r.result_code != OperationResultCode::NotStarted;
+                match &mode {
+                    Mode::Silent => {}
+                    Mode::Lines => {
+                        if (running || done) && !announced[i] {
+                            announced[i] = true;
+                            println!("[{number}/{}] {verb} {title}…", batch.total);
+                        }
+                        if done && !reported[i] {
+                            reported[i] = true;
+                            println!("[{number}/{}] {title}: {}", batch.total, describe(r));
+                        }
+                    }
+                    Mode::Bars { multi, overall } => {
+                        if (running || done) && bars[i].is_none() {
+                            let bar = multi.insert_before(overall, ProgressBar::new(100));
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "{prefix:>9} [{bar:30}] {percent:>3}% {msg}",
+                                )
+                                .expect("valid template")
+                                .progress_chars("=> "),
+                            );
+                            bar.set_prefix(format!("{number}/{}", batch.total));
+                            bar.set_message(title.clone());
+                            bars[i] = Some(bar);
+                        }
+                        if let Some(bar) = &bars[i]
+                            && !bar.is_finished()
+                        {
+                            if running && i == p.current_update_index {
+                                bar.set_position(u64::from(p.current_update_percent_complete));
+                            }
+                            if done {
+                                bar.set_position(100);
+                                bar.finish_with_message(format!("{title}: {}", describe(r)));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Mode::Bars { overall, .. } = &mode {
+                let batch_len = p.update_results.len() as u64;
+                overall.set_position(
+                    batch.offset as u64 * 100 + u64::from(p.percent_complete) * batch_len,
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Mode::Bars { overall, .. } = &self.mode {
+            overall.finish_and_clear();
+        }
+    }
+}
+
+fn describe(r: &UpdateInstallationResult) -> String {
+    match r.result_code {
+        OperationResultCode::Succeeded if r.reboot_required => {
+            "Succeeded (restart required)".to_string()
+        }
+        OperationResultCode::Succeeded
+            if r.hresult.is_success() && r.hresult != wua::hresult::S_OK =>
+        {
+            format!("Succeeded ({})", r.hresult.message().unwrap_or_default())
+        }
+        OperationResultCode::Succeeded => "Succeeded".to_string(),
+        other => format!("{other}: {}", r.hresult),
+    }
+}

@@ -1,0 +1,574 @@
+//! End-to-end tests of the `wua` binary: the bundled example catalog installed into a temporary
+//! root, exact restoration on uninstall, exit codes, JSON output, cross-process busy, Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example_catalog() -> PathBuf {
+    repo().join("examples/catalog")
+}
+
+/// A temporary agent: root, state and boot id of its own.
+struct Agent {
+    dir: TempDir,
+    catalog: PathBuf,
+}
+
+impl Agent {
+    fn new(catalog: PathBuf) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("boot_id"), "boot-1\n").unwrap();
+        fs::create_dir(dir.path().join("root")).unwrap();
+        Agent { dir, catalog }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Simulates a restart: a new boot id.
+    fn reboot(&self, n: u32) {
+        fs::write(self.dir.path().join("boot_id"), format!("boot-{n}\n")).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("wua").unwrap();
+        c.arg("--catalog")
+            .arg(&self.catalog)
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--boot-id-file")
+            .arg(self.dir.path().join("boot_id"))
+            .env("HOME", self.dir.path())
+            .env_remove("WUA_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", out.stdout, out.stderr));
+        (out.code, value)
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Everything under `root` (but the staging folder, which must not exist): kind, mode and
+/// content or link target.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn go(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("symlink -> {}", fs::read_link(&path).unwrap().display()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel, format!("dir {mode:o}"));
+                go(base, &path, out);
+            } else {
+                let content = fs::read(&path).unwrap();
+                out.insert(
+                    rel,
+                    format!("file {mode:o} {}", String::from_utf8_lossy(&content)),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, root, &mut out);
+    out
+}
+
+fn update_results(report: &Value) -> BTreeMap<String, String> {
+    report["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["title"].as_str().unwrap().to_string(),
+                u["result_code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn example_catalog_installs_and_uninstalls_exactly() {
+    let agent = Agent::new(example_catalog());
+    // A file the configuration update replaces, with its own content and mode, and a symlink
+    // where the hello readme link goes: both must come back exactly.
+    let root = agent.root();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hello.conf"), "original=1\n").unwrap();
+    fs::set_permissions(
+        root.join("etc/hello.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::os::unix::fs::symlink("/nowhere", root.join("usr/local/bin/hello-readme")).unwrap();
+    let before = snapshot(&root);
+
+    let (code, report) = agent.json(&["install", "--all", "--accept-eula"]);
+    assert_eq!(
+        code, 2,
+        "one update fails: succeeded with errors\n{report:#}"
+    );
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["operation"], "installation");
+    assert_eq!(report["result_code"], "succeeded_with_errors");
+    assert_eq!(report["reboot_required"], true);
+    let results = update_results(&report);
+    assert_eq!(results.len(), 8);
+    assert_eq!(results["Monitoring agent 0.9 (fails to install)"], "failed");
+    assert_eq!(
+        results.values().filter(|r| *r == "succeeded").count(),
+        7,
+        "{results:?}"
+    );
+    let failed = report["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["result_code"] == "failed")
+        .unwrap();
+    assert_eq!(failed["hresult"]["name"], "WU_E_UH_INSTALLERFAILURE");
+    // The exclusive firmware ran in a job of its own, first.
+    assert_eq!(
+        report["updates"][0]["title"],
+        "Demo controller firmware 3.2"
+    );
+
+    let after = snapshot(&root);
+    assert_eq!(
+        after["etc/hello.conf"],
+        "file 644 greeting=hello, updated\n"
+    );
+    assert_eq!(
+        after["usr/local/bin/hello-readme"],
+        "symlink -> ../share/doc/hello/README"
+    );
+    assert!(after["usr/local/bin/hello"].starts_with("file 755 #!/bin/sh"));
+    assert_eq!(after["usr/local/lib/toolkit/VERSION"], "file 644 2.1\n");
+    assert!(after["etc/toolkit/toolkit.conf"].contains("version=2.1"));
+    assert_eq!(
+        after["boot/vmlinuz-demo"],
+        "file 644 demo kernel image 6.1.0-wua1\n"
+    );
+    assert!(after.contains_key("usr/local/share/fonts/demo-sans.font"));
+    assert!(after.contains_key("lib/firmware/demo-controller.bin"));
+    assert!(
+        !after.keys().any(|k| k.starts_with("opt")),
+        "the failed update left files: {after:?}"
+    );
+    assert!(!after.keys().any(|k| k.starts_with(".wua-staging")));
+
+    // The kernel update's restart is pending and mandatory: uninstall is refused until then.
+    let (code, status) = agent.json(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(status["reboot_required"], true);
+    assert_eq!(status["reboot_required_before_installation"], true);
+    let out = agent.run(&["uninstall", "--all"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("restart the machine"), "{out:?}");
+    assert_eq!(
+        snapshot(&root),
+        after,
+        "a refused uninstall changed the root"
+    );
+
+    agent.reboot(2);
+    let (code, report) = agent.json(&["uninstall", "--all"]);
+    assert_eq!(
+        code, 3,
+        "the kernel's uninstall needs a restart too\n{report:#}"
+    );
+    assert_eq!(report["skipped"][0]["title"], "Security baseline 2026-11");
+    assert_eq!(update_results(&report).len(), 6);
+    assert!(update_results(&report).values().all(|r| r == "succeeded"));
+
+    // Everything is as before, but the permanent security baseline.
+    let mut expected = before.clone();
+    expected.insert("etc/security".into(), "dir 755".into());
+    expected.insert(
+        "etc/security/baseline.conf".into(),
+        "file 644 password_min_length=14\nlockout_threshold=5\n".into(),
+    );
+    assert_eq!(snapshot(&root), expected);
+}
+
+#[test]
+fn plain_output_numbers_updates_and_summarises() {
+    let agent = Agent::new(example_catalog());
+    let out = agent.run(&["install", "KB5000001", "kb5000002"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("Installing 2 updates in"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("[1/2] Installing Hello Tools 1.0…"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("[2/2] Hello Tools configuration update: Succeeded"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Result: Succeeded (2 succeeded)"),
+        "{}",
+        out.stdout
+    );
+    // Installing again is a no-op, said so.
+    let out = agent.run(&["install", "--all"]);
+    assert!(out.stderr.contains("licence terms not accepted"), "{out:?}");
+    let out = agent.run(&["install", "3f1c9a52"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("Nothing to install."), "{out:?}");
+    assert!(out.stderr.contains("already installed"), "{out:?}");
+}
+
+#[test]
+fn bad_input_exits_64_with_a_clear_message() {
+    let agent = Agent::new(example_catalog());
+    let out = agent.run(&["install", "KB999"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("no catalog update has KB article KB999"),
+        "{out:?}"
+    );
+    let out = agent.run(&["install", "zz"]);
+    assert_eq!(out.code, 64);
+    assert!(out.stderr.contains("neither an update id"), "{out:?}");
+    let out = agent.run(&["install"]);
+    assert_eq!(out.code, 64);
+    assert!(out.stderr.contains("or pass --all"), "{out:?}");
+    let out = agent.run(&["install", "--no-such-flag"]);
+    assert_eq!(out.code, 64);
+    let out = agent.run(&["uninstall", "KB5000001"]);
+    assert_eq!(out.code, 64, "not installed: {out:?}");
+    assert!(
+        out.stderr.contains("no installed update has KB article"),
+        "{out:?}"
+    );
+    // A directory that is not a catalog.
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = Agent::new(empty.path().to_path_buf());
+    c.catalog = empty.path().to_path_buf();
+    let (code, err) = c.json(&["list"]);
+    assert_eq!(code, 64);
+    assert_eq!(err["error"]["hresult"]["name"], "WU_E_INVALID_FILE");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("catalog.json")
+    );
+}
+
+#[test]
+fn licence_terms_must_be_accepted_and_acceptance_persists() {
+    let agent = Agent::new(example_catalog());
+    let out = agent.run(&["install", "KB5000005"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(out.stderr.contains("WU_E_EULAS_DECLINED"), "{out:?}");
+    assert!(!agent.root().join("usr/local/share/fonts").exists());
+    let out = agent.run(&["install", "KB5000005", "--accept-eula"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("DEMO SANS LICENCE"),
+        "the terms are shown: {out:?}"
+    );
+    let (_, list) = agent.json(&["list"]);
+    let font = list["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["title"] == "Demo Sans font")
+        .unwrap();
+    assert_eq!(font["eula_accepted"], true);
+    assert_eq!(font["is_installed"], true);
+}
+
+#[test]
+fn history_records_installs_failures_and_uninstalls() {
+    let agent = Agent::new(example_catalog());
+    agent.run(&["install", "KB5000001", "KB5000006"]);
+    agent.run(&["uninstall", "KB5000001"]);
+    let (code, history) = agent.json(&["history"]);
+    assert_eq!(code, 0);
+    assert_eq!(history["total"], 3);
+    let entries = history["entries"].as_array().unwrap();
+    let summary: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap().to_string(),
+                e["result_code"].as_str().unwrap().to_string(),
+                e["title"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "uninstallation".into(),
+                "succeeded".into(),
+                "Hello Tools 1.0".into()
+            ),
+            (
+                "installation".into(),
+                "failed".into(),
+                "Monitoring agent 0.9 (fails to install)".into()
+            ),
+            (
+                "installation".into(),
+                "succeeded".into(),
+                "Hello Tools 1.0".into()
+            ),
+        ]
+    );
+    assert_eq!(entries[1]["hresult"]["name"], "WU_E_UH_INSTALLERFAILURE");
+    assert_eq!(
+        entries[1]["unmapped_result_code"], 1,
+        "the script's exit status"
+    );
+    assert_eq!(entries[0]["client_application_id"], "wua-cli");
+    assert_eq!(
+        entries[2]["uninstallation_steps"][0],
+        "wua uninstall KB5000001"
+    );
+    let (_, page) = agent.json(&["history", "--start", "1", "--count", "1"]);
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["entries"][0]["result_code"], "failed");
+    let out = agent.run(&["history", "--start", "-1"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(out.stderr.contains("WU_E_INVALIDINDEX"));
+}
+
+/// A catalog with one update whose install command waits for `release` to exist (checked by the
+/// script itself, up to 60 s), so a test can hold an install open without any timing.
+fn blocking_catalog(dir: &Path, release: &Path) -> PathBuf {
+    let src = dir.join("src/01-blocker");
+    fs::create_dir_all(src.join("payload")).unwrap();
+    fs::write(
+        src.join("update.json"),
+        r#"{"identity":{"update_id":"11111111-2222-4333-8444-555555555555","revision_number":1},
+            "title":"Blocker","handler":{"kind":"command",
+            "install":{"program":"wait.sh","timeout_secs":120}}}"#,
+    )
+    .unwrap();
+    fs::write(
+        src.join("payload/wait.sh"),
+        format!(
+            "#!/bin/sh\nfor i in $(seq 6000); do [ -e '{}' ] && break; sleep 0.01; done\nmkdir -p \"$DESTDIR/etc\"; echo done > \"$DESTDIR/etc/blocker\"\n",
+            release.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        src.join("payload/wait.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = dir.join("catalog");
+    wua::catalog::build(&dir.join("src"), &out).unwrap();
+    out
+}
+
+fn wait_until_busy(agent: &Agent, child: &mut Child) {
+    for _ in 0..3000 {
+        let (_, status) = agent.json(&["status"]);
+        if status["is_busy"] == true {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the install ended before it was seen busy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the install never became busy");
+}
+
+#[test]
+fn an_install_in_another_process_makes_the_agent_busy() {
+    let fixtures = tempfile::tempdir().unwrap();
+    let release = fixtures.path().join("release");
+    let agent = Agent::new(blocking_catalog(fixtures.path(), &release));
+    let mut first = agent
+        .cmd()
+        .args(["install", "--all", "-q"])
+        .spawn()
+        .unwrap();
+    wait_until_busy(&agent, &mut first);
+
+    // The CLI in a third process is refused with the documented code…
+    let out = agent.run(&["install", "--all", "--force"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("WU_E_INSTALL_NOT_ALLOWED"), "{out:?}");
+    // …and so is the library in this one.
+    let mut config = wua::AgentConfig::new(agent.root(), agent.state(), &agent.catalog);
+    config.boot_id_file = Some(agent.dir.path().join("boot_id"));
+    let session = wua::UpdateSession::open(config).unwrap();
+    let mut installer = session.create_update_installer();
+    assert!(installer.is_busy());
+    installer.set_updates(&session.catalog_updates().unwrap().copy());
+    installer.set_is_forced(true);
+    let err = installer.install().unwrap_err();
+    assert_eq!(err.hresult(), wua::install::BUSY);
+
+    fs::write(&release, "").unwrap();
+    assert!(first.wait().unwrap().success());
+    assert!(!installer.is_busy());
+    assert_eq!(
+        fs::read_to_string(agent.root().join("etc/blocker")).unwrap(),
+        "done\n"
+    );
+}
+
+#[test]
+fn ctrl_c_aborts_and_rolls_back() {
+    let fixtures = tempfile::tempdir().unwrap();
+    let release = fixtures.path().join("never");
+    let agent = Agent::new(blocking_catalog(fixtures.path(), &release));
+    let mut child = agent
+        .cmd()
+        .args(["--json", "install", "--all"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_busy(&agent, &mut child);
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "aborted");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result_code"], "aborted");
+    assert_eq!(report["hresult"]["name"], "WU_E_CALL_CANCELLED");
+    assert_eq!(
+        report["updates"][0]["hresult"]["name"],
+        "WU_E_UH_OPERATIONCANCELLED"
+    );
+    assert!(
+        snapshot(&agent.root()).is_empty(),
+        "root changed: {:?}",
+        snapshot(&agent.root())
+    );
+    let (_, history) = agent.json(&["history"]);
+    assert_eq!(history["entries"][0]["result_code"], "aborted");
+}
+
+#[test]
+fn example_catalog_is_up_to_date_and_verifies() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::new(example_catalog());
+    let out = agent.run(&[
+        "catalog",
+        "build",
+        repo().join("examples/catalog-src").to_str().unwrap(),
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rebuilt = fs::read(out_dir.path().join("catalog.json")).unwrap();
+    let committed = fs::read(example_catalog().join("catalog.json")).unwrap();
+    assert!(
+        rebuilt == committed,
+        "examples/catalog is stale: run `cargo run -p wua --example build-catalog -- examples/catalog-src examples/catalog`"
+    );
+    let out = agent.run(&["catalog", "verify", example_catalog().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("every payload verified"));
+}
+
+#[test]
+fn the_bundled_catalog_is_the_default() {
+    // No --catalog: the embedded example catalog is written to the cache directory.
+    let agent = Agent::new(example_catalog());
+    let cache = agent.dir.path().join("cache");
+    let out = Command::cargo_bin("wua")
+        .unwrap()
+        .args(["--json", "list", "--root"])
+        .arg(agent.root())
+        .arg("--state-dir")
+        .arg(agent.state())
+        .env("HOME", agent.dir.path())
+        .env("XDG_CACHE_HOME", &cache)
+        .env_remove("WUA_CATALOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["updates"].as_array().unwrap().len(), 8);
+    if wua::session::current_uid() != 0 {
+        assert!(cache.join("wua/example-catalog/catalog.json").is_file());
+    }
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let agent = Agent::new(example_catalog());
+    let out = agent.run(&["completions", "bash"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("uninstall"));
+    let out = agent.run(&["man"]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.contains(".TH wua"),
+        "{}",
+        &out.stdout[..200.min(out.stdout.len())]
+    );
+}
