@@ -114,7 +114,8 @@ pub struct Selection {
 pub struct InstallArgs {
     #[command(flatten)]
     pub selection: Selection,
-    /// Accept the licence terms of the selected updates (they are shown first)
+    /// Accept the licence terms of the selected updates (printed on stderr unless --json or
+    /// --quiet); the acceptance is recorded with your user name
     #[arg(long)]
     pub accept_eula: bool,
     /// Reinstall updates that are installed already

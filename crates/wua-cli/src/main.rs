@@ -1,6 +1,7 @@
 //! `wua`: the command-line face of the wua update agent.
 
 mod cli;
+mod logging;
 mod paths;
 mod report;
 mod run;
@@ -10,7 +11,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
-use serde::Serialize;
 use wua::{InstallationResult, OperationResultCode, UpdateSession};
 
 use cli::{CatalogCommand, Cli, Command, GlobalArgs};
@@ -80,14 +80,20 @@ impl std::fmt::Display for BadInput {
 }
 
 /// Opens the agent the global options describe.
-pub fn open_session(global: &GlobalArgs) -> Result<UpdateSession> {
-    let config = paths::resolve(global)?;
+pub fn open_session(global: &GlobalArgs, access: paths::Access) -> Result<UpdateSession> {
+    let config = paths::resolve(global, access)?;
     let mut session = UpdateSession::open(config)?;
     session.set_client_application_id(global.client_id.clone());
     Ok(session)
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`wua man | head`), as Unix tools do,
+    // instead of reporting a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -125,30 +131,36 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::Status => report::status(global),
         Command::Catalog(CatalogCommand::Build { source, out }) => {
             let built = wua::catalog::build(source, out)?;
-            if !global.quiet {
-                println!(
+            report::catalog(
+                global,
+                &built.catalog,
+                Some(built.payloads_written),
+                format!(
                     "Built catalog \"{}\" in {}: {} updates, {} new payloads",
                     built.catalog.name(),
                     out.display(),
                     built.catalog.updates().len(),
                     built.payloads_written
-                );
-            }
+                ),
+            );
             Ok(Exit::Success)
         }
         Command::Catalog(CatalogCommand::Verify { dir }) => {
             let catalog = wua::Catalog::open(dir)?;
             for def in catalog.updates() {
-                catalog.open_verified_payload(&def.payload)?;
+                catalog.check_payload(&def.payload)?;
             }
-            if !global.quiet {
-                println!(
+            report::catalog(
+                global,
+                &catalog,
+                None,
+                format!(
                     "Catalog \"{}\" in {} is valid: {} updates, every payload verified",
                     catalog.name(),
                     dir.display(),
                     catalog.updates().len()
-                );
-            }
+                ),
+            );
             Ok(Exit::Success)
         }
         Command::Completions { shell } => {
@@ -173,22 +185,10 @@ fn classify(e: &anyhow::Error) -> Exit {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorReport {
-    schema_version: u32,
-    error: ErrorDetail,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail {
-    message: String,
-    hresult: Option<report::HResultJson>,
-}
-
 fn print_error_json(e: &anyhow::Error) {
-    report::print_json(&ErrorReport {
+    report::print_json(&report::ErrorReport {
         schema_version: report::SCHEMA_VERSION,
-        error: ErrorDetail {
+        error: report::ErrorDetail {
             message: format!("{e:#}"),
             hresult: e.downcast_ref::<wua::Error>().map(|w| w.hresult().into()),
         },
@@ -206,7 +206,8 @@ fn init_logging(global: &GlobalArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("wua={level}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(logging::Writer::default)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .init();

@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use include_dir::{Dir, include_dir};
 use wua::AgentConfig;
 
+use crate::BadInput;
 use crate::cli::GlobalArgs;
 
 /// The example catalog (`examples/catalog`), built into the binary.
@@ -51,8 +52,17 @@ fn example_catalog_dir() -> Result<PathBuf> {
     }
 }
 
+/// What a command does with the target root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only reads state (list, history, status): a normal user may omit `--root`.
+    Read,
+    /// Installs or uninstalls.
+    Write,
+}
+
 /// The agent configuration from the global options and the defaults above.
-pub fn resolve(global: &GlobalArgs) -> Result<AgentConfig> {
+pub fn resolve(global: &GlobalArgs, access: Access) -> Result<AgentConfig> {
     let (catalog, example) = match &global.catalog {
         Some(dir) => (dir.clone(), false),
         None => (materialize_example_catalog()?, true),
@@ -60,10 +70,14 @@ pub fn resolve(global: &GlobalArgs) -> Result<AgentConfig> {
     let root = match (&global.root, example) {
         (Some(root), _) => root.clone(),
         (None, true) => demo_base()?.join("root"),
-        (None, false) if is_root() => PathBuf::from("/"),
-        (None, false) => bail!(
-            "no target root: a normal user cannot install into /; pass --root DIR (or set WUA_ROOT)"
-        ),
+        (None, false) if is_root() || access == Access::Read => PathBuf::from("/"),
+        (None, false) => {
+            return Err(BadInput(
+                "no target root: a normal user cannot install into /; pass --root DIR (or set WUA_ROOT)"
+                    .to_string(),
+            )
+            .into());
+        }
     };
     let state_dir = match (&global.state_dir, example) {
         (Some(dir), _) => dir.clone(),

@@ -31,6 +31,59 @@ impl From<HResult> for HResultJson {
     }
 }
 
+#[derive(Serialize)]
+struct CatalogReport {
+    schema_version: u32,
+    catalog: String,
+    name: String,
+    updates: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payloads_written: Option<usize>,
+}
+
+/// Reports a built or verified catalog: `text` on stdout, or JSON.
+pub fn catalog(
+    global: &GlobalArgs,
+    catalog: &wua::Catalog,
+    payloads_written: Option<usize>,
+    text: String,
+) {
+    if global.json {
+        print_json(&CatalogReport {
+            schema_version: SCHEMA_VERSION,
+            catalog: catalog.dir().display().to_string(),
+            name: catalog.name().to_string(),
+            updates: catalog.updates().len(),
+            payloads_written,
+        });
+    } else if !global.quiet {
+        println!("{text}");
+    }
+}
+
+/// The document printed on stdout with `--json` when a command fails.
+#[derive(Serialize)]
+pub struct ErrorReport {
+    pub schema_version: u32,
+    pub error: ErrorDetail,
+}
+
+/// An error in JSON: its message and, for the library's errors, its HRESULT.
+#[derive(Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    pub hresult: Option<HResultJson>,
+}
+
+impl ErrorDetail {
+    pub fn from_wua(e: &wua::Error) -> ErrorDetail {
+        ErrorDetail {
+            message: e.to_string(),
+            hresult: Some(e.hresult().into()),
+        }
+    }
+}
+
 pub fn print_json<T: Serialize>(value: &T) {
     println!(
         "{}",
@@ -70,7 +123,7 @@ struct ListReport {
 }
 
 pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
-    let session = crate::open_session(global)?;
+    let session = crate::open_session(global, crate::paths::Access::Read)?;
     let mut updates: Vec<_> = session.catalog_updates()?.iter().cloned().collect();
     // Installed updates the catalog no longer has are listed too.
     for installed in session.installed_updates()?.iter() {
@@ -84,7 +137,11 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
     }
     let listed: Vec<ListedUpdate> = updates
         .iter()
-        .filter(|u| !(args.installed && !u.is_installed()) && !(args.available && u.is_installed()))
+        .filter(|u| match (args.installed, args.available) {
+            (true, _) => u.is_installed(),
+            (_, true) => !u.is_installed(),
+            _ => true,
+        })
         .map(|u| ListedUpdate {
             update_id: u.identity().update_id.to_string(),
             revision_number: u.identity().revision_number,
@@ -147,7 +204,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
                 notes.push("permanent".to_string());
             }
             if !u.is_downloaded && u.in_catalog {
-                notes.push("payload missing".to_string());
+                notes.push("payload missing or damaged".to_string());
             }
             if !u.in_catalog {
                 notes.push("not in catalog".to_string());
@@ -200,7 +257,7 @@ struct HistoryReport {
 }
 
 pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
-    let session = crate::open_session(global)?;
+    let session = crate::open_session(global, crate::paths::Access::Read)?;
     let total = session.get_total_history_count()?;
     let entries = session.query_history(args.start, args.count)?;
     let rows: Vec<HistoryRow> = entries
@@ -281,7 +338,7 @@ struct StatusReport {
 }
 
 pub fn status(global: &GlobalArgs) -> Result<Exit> {
-    let session = crate::open_session(global)?;
+    let session = crate::open_session(global, crate::paths::Access::Read)?;
     let installer = session.create_update_installer();
     let report = StatusReport {
         schema_version: SCHEMA_VERSION,

@@ -47,6 +47,8 @@ fn install_ctrlc_handler() {
     });
 }
 
+const ALREADY_INSTALLED: &str = "already installed (pass --force to reinstall)";
+
 /// An update left out before anything ran, and why.
 #[derive(Serialize)]
 struct Skipped {
@@ -75,23 +77,20 @@ struct RunReport {
     reboot_required: bool,
     updates: Vec<UpdateOutcome>,
     skipped: Vec<Skipped>,
+    /// Why a batch was refused before it started, if one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<report::ErrorDetail>,
 }
 
 pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
-    let session = crate::open_session(global)?;
+    let session = crate::open_session(global, crate::paths::Access::Write)?;
     let pool = session.catalog_updates()?;
     let mut skipped = Vec::new();
     let chosen = choose(&pool, &args.selection, "catalog update")?;
     let mut updates = Vec::new();
     for update in chosen {
         if update.is_installed() && !args.force {
-            if args.selection.all {
-                continue;
-            }
-            skipped.push(skip(
-                &update,
-                "already installed (pass --force to reinstall)",
-            ));
+            skipped.push(skip(&update, ALREADY_INSTALLED));
             continue;
         }
         if !update.eula_accepted() {
@@ -128,7 +127,7 @@ pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
 }
 
 pub fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> Result<Exit> {
-    let session = crate::open_session(global)?;
+    let session = crate::open_session(global, crate::paths::Access::Write)?;
     let pool = session.installed_updates()?;
     let mut skipped = Vec::new();
     let mut updates = Vec::new();
@@ -158,9 +157,10 @@ fn choose(
         return Ok(pool.iter().cloned().collect());
     }
     if selection.updates.is_empty() {
-        return Err(BadInput(format!(
+        return Err(BadInput(
             "name the updates to act on (ids or KB numbers), or pass --all; run `wua list` to see them"
-        ))
+                .to_string(),
+        )
         .into());
     }
     Ok(select::by_names(pool, &selection.updates, what)?)
@@ -196,8 +196,20 @@ fn run(
     let root = session.config().root.display().to_string();
     let text = !global.json && !global.quiet;
     if text {
+        // With --all, installed updates are the common case: count them, do not list them.
+        let installed = skipped
+            .iter()
+            .filter(|s| s.reason == ALREADY_INSTALLED)
+            .count();
         for s in &skipped {
-            eprintln!("Skipping \"{}\": {}", s.title, s.reason);
+            if s.reason != ALREADY_INSTALLED || installed == 1 {
+                eprintln!("Skipping \"{}\": {}", s.title, s.reason);
+            }
+        }
+        if installed > 1 {
+            eprintln!(
+                "Skipping {installed} updates: already installed (pass --force to reinstall)"
+            );
         }
     }
     if updates.is_empty() {
@@ -211,6 +223,7 @@ fn run(
                 reboot_required: false,
                 updates: vec![],
                 skipped,
+                error: None,
             });
         } else if !global.quiet {
             println!("Nothing to {verb}.");
@@ -308,6 +321,7 @@ fn run(
                 })
                 .collect(),
             skipped,
+            error: stop.as_ref().map(report::ErrorDetail::from_wua),
         });
     } else if !global.quiet {
         print_summary(&outcomes, &overall, verb);
@@ -400,6 +414,7 @@ impl Display {
             Mode::Silent
         } else if std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            crate::logging::route_through(&multi);
             let overall = multi.add(ProgressBar::new((total * 100) as u64));
             overall.set_style(
                 ProgressStyle::with_template(
@@ -451,7 +466,7 @@ impl Display {
                         }
                         if done && !reported[i] {
                             reported[i] = true;
-                            println!("[{number}/{}] {title}: {}", batch.total, describe(r));
+                            println!("[{number}/{}] {title}: {}", batch.total, describe(r, false));
                         }
                     }
                     Mode::Bars { multi, overall } => {
@@ -476,7 +491,7 @@ impl Display {
                             }
                             if done {
                                 bar.set_position(100);
-                                bar.finish_with_message(format!("{title}: {}", describe(r)));
+                                bar.finish_with_message(format!("{title}: {}", describe(r, true)));
                             }
                         }
                     }
@@ -498,7 +513,8 @@ impl Display {
     }
 }
 
-fn describe(r: &UpdateInstallationResult) -> String {
+/// One update's outcome in a line; `short` names the code only (the summary gives its meaning).
+fn describe(r: &UpdateInstallationResult, short: bool) -> String {
     match r.result_code {
         OperationResultCode::Succeeded if r.reboot_required => {
             "Succeeded (restart required)".to_string()
@@ -509,6 +525,12 @@ fn describe(r: &UpdateInstallationResult) -> String {
             format!("Succeeded ({})", r.hresult.message().unwrap_or_default())
         }
         OperationResultCode::Succeeded => "Succeeded".to_string(),
+        other if short => format!(
+            "{other} ({})",
+            r.hresult
+                .name()
+                .map_or_else(|| format!("0x{:08X}", r.hresult.as_u32()), str::to_string)
+        ),
         other => format!("{other}: {}", r.hresult),
     }
 }

@@ -144,8 +144,9 @@ pub struct PayloadRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HandlerSpec {
-    /// Extract the payload tree into the target root.
-    Files,
+    /// Extract the payload tree into the target root. (A struct variant, so that unknown
+    /// fields next to `"kind": "files"` are refused like everywhere else.)
+    Files {},
     /// Run a command from the payload; what it writes under `$DESTDIR` is installed into the root.
     Command {
         /// The install command.
@@ -197,8 +198,7 @@ mod exit_code_map {
         BTreeMap::<String, ExitAction>::deserialize(d)?
             .into_iter()
             .map(|(k, v)| {
-                k.trim()
-                    .parse::<i32>()
+                k.parse::<i32>()
                     .map(|code| (code, v))
                     .map_err(|_| D::Error::custom(format!("exit code {k:?} is not an integer")))
             })
@@ -237,14 +237,23 @@ impl Catalog {
     pub fn open(dir: impl AsRef<Path>) -> Result<Catalog> {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join(CATALOG_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            let hint = if e.kind() == io::ErrorKind::NotFound {
-                "cannot open catalog (no catalog.json there; pass the directory built by `wua catalog build`)"
-            } else {
-                "cannot open catalog"
-            };
-            Error::io(hint, &path, e).with_hresult(WU_E_INVALID_FILE)
-        })?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::code(
+                    WU_E_INVALID_FILE,
+                    format!(
+                        "{} is not a wua catalog: it has no {CATALOG_FILE}; pass a directory built by `wua catalog build`",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(
+                    Error::io("cannot read catalog", &path, e).with_hresult(WU_E_INVALID_FILE)
+                );
+            }
+        };
         let file = parse_catalog(&path, &bytes)?;
         Ok(Catalog { dir, file })
     }
@@ -282,6 +291,20 @@ impl Catalog {
         std::fs::metadata(self.payload_path(payload))
             .map(|m| m.is_file() && m.len() == payload.size)
             .unwrap_or(false)
+    }
+
+    /// Checks a payload completely: size and SHA-256, then every archive entry as an install
+    /// would ([`walk_payload`]), without writing anything. Used by `wua catalog verify`.
+    pub fn check_payload(&self, payload: &PayloadRef) -> Result<()> {
+        let file = self.open_verified_payload(payload)?;
+        walk_payload(file, payload, |entry, data| {
+            let read = io::copy(&mut data.take(entry.size), &mut io::sink())
+                .map_err(|e| invalid_payload(&entry.path, format!("unreadable: {e}")))?;
+            if read != entry.size {
+                return Err(invalid_payload(&entry.path, "the archive is truncated"));
+            }
+            Ok(())
+        })
     }
 
     /// Opens the payload after checking its size and SHA-256.
@@ -389,6 +412,28 @@ fn validate_definition(update: &UpdateDefinition) -> std::result::Result<(), Str
     if update.title.trim().is_empty() {
         return Err("the title is empty".into());
     }
+    if update.identity.revision_number < 0 {
+        return Err(format!(
+            "revision_number {} is negative",
+            update.identity.revision_number
+        ));
+    }
+    if let Some(kb) = update
+        .kb_article_ids
+        .iter()
+        .find(|k| k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "KB article id {kb:?} must be digits only (write 5000001, not KB5000001)"
+        ));
+    }
+    if update
+        .eula_text
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err("eula_text is empty; leave it out if the update has no licence terms".into());
+    }
     if update.payload.sha256.len() != 64
         || !update
             .payload
@@ -419,13 +464,193 @@ fn validate_definition(update: &UpdateDefinition) -> std::result::Result<(), Str
                 ));
             }
         }
+        let requests_reboot = |spec: &CommandSpec| {
+            spec.exit_codes
+                .values()
+                .any(|a| *a == ExitAction::SucceededRebootRequired)
+        };
+        for (spec, behavior, what) in [
+            (Some(install), &update.installation_behavior, "installation"),
+            (
+                uninstall.as_ref(),
+                &update.uninstallation_behavior,
+                "uninstallation",
+            ),
+        ] {
+            if spec.is_some_and(requests_reboot)
+                && behavior.reboot_behavior == InstallationRebootBehavior::NeverReboots
+            {
+                return Err(format!(
+                    "an {what} exit code requests a restart, but {what}_behavior.reboot_behavior is never_reboots; make it can_request_reboot"
+                ));
+            }
+        }
     }
-    if update.installation_behavior.impact == InstallationImpact::Minor
-        && update.installation_behavior.reboot_behavior != InstallationRebootBehavior::NeverReboots
-    {
-        return Err("a minor-impact update must not require a reboot".into());
+    for (behavior, what) in [
+        (&update.installation_behavior, "installation"),
+        (&update.uninstallation_behavior, "uninstallation"),
+    ] {
+        if behavior.impact == InstallationImpact::Minor
+            && behavior.reboot_behavior != InstallationRebootBehavior::NeverReboots
+        {
+            return Err(format!("a minor-impact {what} must not require a restart"));
+        }
     }
     Ok(())
+}
+
+/// Permission bits an installed object may carry: setuid and setgid are dropped.
+pub(crate) const MODE_MASK: u32 = 0o1777;
+
+/// What a payload archive entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadEntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link to this target.
+    Symlink(PathBuf),
+}
+
+/// A payload archive entry that passed every check of [`walk_payload`].
+#[derive(Clone, Debug)]
+pub struct PayloadEntry {
+    /// Its path relative to the root, normalised (no `.`, no `..`).
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: PayloadEntryKind,
+    /// Its permission bits, setuid and setgid dropped.
+    pub mode: u32,
+    /// Its size in bytes (files only; 0 otherwise).
+    pub size: u64,
+}
+
+/// The error for a malformed payload entry (`WU_E_UH_INVALIDMETADATA`).
+pub(crate) fn invalid_payload(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::code(
+        crate::hresult::WU_E_UH_INVALIDMETADATA,
+        format!(
+            "payload entry {}: {what}; the payload is malformed, report it to its publisher",
+            path.display()
+        ),
+    )
+}
+
+/// Reads a payload archive (`.tar.zst`) and checks every entry before handing it to `visit`
+/// with its data: relative paths only (a leading `./` is fine, `..` and absolute paths are not),
+/// nothing below a symlink of the same archive, only directories, regular files and symlinks
+/// (no hard links, devices or FIFOs), relative symlink targets that stay inside the root, and
+/// no more file bytes in all than the declared `installed_size`.
+pub fn walk_payload(
+    reader: impl Read,
+    payload: &PayloadRef,
+    mut visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let here = Path::new(&payload.sha256);
+    let decoder = zstd::Decoder::new(reader)
+        .map_err(|e| invalid_payload(here, format!("cannot decompress: {e}")))?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut total = 0u64;
+    let mut symlinks: Vec<PathBuf> = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| invalid_payload(here, format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| invalid_payload(here, format!("unreadable: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| invalid_payload(here, format!("bad path: {e}")))?
+            .into_owned();
+        let kind = entry.header().entry_type();
+        let path = match normalize_entry_path(&raw) {
+            Some(p) if p.as_os_str().is_empty() && kind.is_dir() => continue, // "./" itself
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => return Err(invalid_payload(&raw, "path is absolute or leaves the root")),
+        };
+        if symlinks.iter().any(|s| path.starts_with(s)) {
+            return Err(invalid_payload(&raw, "path goes through a symlink"));
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & MODE_MASK;
+        let size = if kind.is_file() { entry.size() } else { 0 };
+        let kind = if kind.is_dir() {
+            PayloadEntryKind::Dir
+        } else if kind.is_file() {
+            total = total.saturating_add(size);
+            if total > payload.installed_size {
+                return Err(invalid_payload(
+                    &raw,
+                    format!(
+                        "the payload expands beyond its declared installed size of {} bytes",
+                        payload.installed_size
+                    ),
+                ));
+            }
+            PayloadEntryKind::File
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name()
+                .map_err(|e| invalid_payload(&raw, format!("bad link target: {e}")))?
+                .ok_or_else(|| invalid_payload(&raw, "symlink without a target"))?
+                .into_owned();
+            if link.is_relative() {
+                let resolved = path.parent().unwrap_or(Path::new("")).join(&link);
+                if resolve_lexically(&resolved).is_none() {
+                    return Err(invalid_payload(&raw, "symlink points outside the root"));
+                }
+            }
+            symlinks.push(path.clone());
+            PayloadEntryKind::Symlink(link)
+        } else {
+            return Err(invalid_payload(
+                &raw,
+                format!(
+                    "entries of type {kind:?} are not allowed (only files, directories and symlinks)"
+                ),
+            ));
+        };
+        visit(
+            &PayloadEntry {
+                path,
+                kind,
+                mode,
+                size,
+            },
+            &mut entry,
+        )?;
+    }
+    Ok(())
+}
+
+/// An archive path as a relative path: `.` components dropped, `..` and absolute paths refused.
+fn normalize_entry_path(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Resolves `..` lexically; `None` if the path climbs above its start.
+fn resolve_lexically(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Returns the path as a normal relative path if it stays inside its base (no `..`, not absolute).
@@ -479,7 +704,8 @@ pub struct BuildReport {
 /// `source` holds one folder per update (taken in name order), each with `update.json` (an
 /// update definition without `payload`) and a `payload/` tree. The catalog's name is read from
 /// `source/catalog-name` if present. Output is deterministic: archives have sorted entries,
-/// zeroed owners and times, and fixed compression settings. Payloads already present are kept.
+/// zeroed owners and times, modes without group/other write bits, and fixed compression
+/// settings. Payloads already present are kept; payloads no longer referenced are removed.
 pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
     let name = match std::fs::read_to_string(source.join("catalog-name")) {
         Ok(s) => s.trim().to_string(),
@@ -501,10 +727,10 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
             ),
         ));
     }
-    let payload_dir = out.join(PAYLOAD_DIR);
-    std::fs::create_dir_all(&payload_dir).at("cannot create directory", &payload_dir)?;
+    // Pack and validate everything before writing anything, so a bad source never leaves a
+    // half-built catalog or stray payloads behind.
     let mut updates = Vec::new();
-    let mut written = 0;
+    let mut archives = Vec::new();
     for folder in folders {
         let meta_path = folder.join(SOURCE_METADATA);
         let text = std::fs::read(&meta_path).at("cannot read", &meta_path)?;
@@ -513,11 +739,6 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
         let archive = pack_tree(&folder.join(SOURCE_PAYLOAD))?;
         let (sha256, size) =
             sha256_reader(&mut archive.bytes.as_slice()).expect("reading memory cannot fail");
-        let target = payload_path(out, &sha256);
-        if !target.is_file() {
-            write_atomically(&target, &archive.bytes)?;
-            written += 1;
-        }
         let payload = PayloadRef {
             sha256,
             size,
@@ -528,12 +749,13 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
             .ok_or_else(|| Error::invalid_file(&meta_path, "must hold a JSON object"))?;
         obj.insert(
             "payload".into(),
-            serde_json::to_value(payload).expect("serialisable"),
+            serde_json::to_value(&payload).expect("serialisable"),
         );
         let def: UpdateDefinition = serde_json::from_value(value).map_err(|e| {
             Error::invalid_file(&meta_path, format!("invalid update metadata: {e}"))
         })?;
         updates.push(def);
+        archives.push((payload.sha256, archive.bytes));
     }
     let file = CatalogFile {
         format: FORMAT_MARKER.into(),
@@ -544,9 +766,30 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
     let mut json = serde_json::to_vec_pretty(&file).expect("serialisable");
     json.push(b'\n');
     let catalog_path = out.join(CATALOG_FILE);
-    // Validate before publishing, so a bad source never yields a catalog.
     parse_catalog(&catalog_path, &json)?;
+
+    let payload_dir = out.join(PAYLOAD_DIR);
+    std::fs::create_dir_all(&payload_dir).at("cannot create directory", &payload_dir)?;
+    let mut written = 0;
+    for (sha256, bytes) in &archives {
+        let target = payload_path(out, sha256);
+        if !target.is_file() {
+            write_atomically(&target, bytes)?;
+            written += 1;
+        }
+    }
     write_atomically(&catalog_path, &json)?;
+    // Payloads of earlier builds that this catalog no longer references are build output too.
+    let keep: HashSet<PathBuf> = archives
+        .iter()
+        .map(|(sha256, _)| payload_path(out, sha256))
+        .collect();
+    for entry in std::fs::read_dir(&payload_dir).at("cannot list", &payload_dir)? {
+        let path = entry.at("cannot list", &payload_dir)?.path();
+        if !keep.contains(&path) {
+            std::fs::remove_file(&path).at("cannot remove stale payload", &path)?;
+        }
+    }
     Ok(BuildReport {
         catalog: Catalog::open(out)?,
         payloads_written: written,
@@ -579,17 +822,39 @@ fn pack_tree(root: &Path) -> Result<PackedTree> {
     collect(root, root, &mut entries)?;
     entries.sort();
     let mut tar = tar::Builder::new(Vec::new());
-    tar.mode(tar::HeaderMode::Deterministic);
-    tar.follow_symlinks(false);
     let mut installed_size = 0;
     for rel in entries {
         let full = root.join(&rel);
         let m = std::fs::symlink_metadata(&full).at("cannot read", &full)?;
-        if m.is_file() {
+        // Owners and times are zeroed and group/other write bits dropped, so the archive does
+        // not depend on who checked the sources out or with which umask; a private (0600) file
+        // stays private.
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o755);
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&full).at("cannot read", &full)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &rel, &target)
+                .at("cannot add to payload archive", &full)?;
+        } else if ft.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            tar.append_data(&mut header, &rel, io::empty())
+                .at("cannot add to payload archive", &full)?;
+        } else {
             installed_size += m.len();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(m.len());
+            let file = File::open(&full).at("cannot read", &full)?;
+            tar.append_data(&mut header, &rel, file)
+                .at("cannot add to payload archive", &full)?;
         }
-        tar.append_path_with_name(&full, &rel)
-            .at("cannot add to payload archive", &full)?;
     }
     let tar_bytes = tar.into_inner().at("cannot finish payload archive", root)?;
     let bytes = zstd::encode_all(tar_bytes.as_slice(), 10).at("cannot compress payload", root)?;
@@ -650,7 +915,7 @@ pub(crate) fn test_definition(update_id: Uuid) -> UpdateDefinition {
             size: 0,
             installed_size: 0,
         },
-        handler: HandlerSpec::Files,
+        handler: HandlerSpec::Files {},
     }
 }
 
@@ -681,6 +946,7 @@ mod tests {
         let r1 = build(src.path(), out1.path()).unwrap();
         let r2 = build(src.path(), out2.path()).unwrap();
         assert_eq!(r1.payloads_written, 1);
+        assert_eq!(r2.catalog.updates(), r1.catalog.updates());
         let j1 = std::fs::read(out1.path().join(CATALOG_FILE)).unwrap();
         let j2 = std::fs::read(out2.path().join(CATALOG_FILE)).unwrap();
         assert_eq!(j1, j2);
@@ -742,6 +1008,173 @@ mod tests {
         let e = parse_catalog(p, &serde_json::to_vec(&file).unwrap()).unwrap_err();
         assert_eq!(e.hresult(), WU_E_INVALID_UPDATE, "{e}");
         assert!(e.to_string().contains("relative path inside"), "{e}");
+    }
+
+    #[test]
+    fn strict_parsing_rejects_unknown_fields_everywhere() {
+        let mut def = serde_json::to_value(test_definition(Uuid::from_u128(1))).unwrap();
+        for (pointer, field) in [("/identity", "extra"), ("/handler", "extra"), ("", "extra")] {
+            let mut d = def.clone();
+            d.pointer_mut(pointer)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert(field.into(), 1.into());
+            let err = serde_json::from_value::<UpdateDefinition>(d).unwrap_err();
+            assert!(
+                err.to_string().contains("unknown field"),
+                "{pointer}: {err}"
+            );
+        }
+        def["handler"] = serde_json::json!({"kind": "command",
+            "install": {"program": "x", "exit_codes": {" 0": "succeeded"}}});
+        let err = serde_json::from_value::<UpdateDefinition>(def).unwrap_err();
+        assert!(err.to_string().contains("not an integer"), "{err}");
+    }
+
+    #[test]
+    fn definitions_are_checked_for_consistency() {
+        let check = |f: &dyn Fn(&mut UpdateDefinition)| {
+            let mut d = test_definition(Uuid::from_u128(1));
+            f(&mut d);
+            validate_definition(&d).unwrap_err()
+        };
+        assert!(check(&|d| d.kb_article_ids = vec!["KB1".into()]).contains("digits only"));
+        assert!(check(&|d| d.identity.revision_number = -1).contains("negative"));
+        assert!(check(&|d| d.eula_text = Some(" ".into())).contains("eula_text is empty"));
+        assert!(
+            check(&|d| {
+                d.uninstallation_behavior.impact = InstallationImpact::Minor;
+                d.uninstallation_behavior.reboot_behavior =
+                    InstallationRebootBehavior::AlwaysRequiresReboot;
+            })
+            .contains("minor-impact uninstallation")
+        );
+        assert!(
+            check(&|d| {
+                d.handler = HandlerSpec::Command {
+                    install: CommandSpec {
+                        program: "x".into(),
+                        args: vec![],
+                        timeout_secs: 1,
+                        exit_codes: BTreeMap::from([
+                            (0, ExitAction::Succeeded),
+                            (10, ExitAction::SucceededRebootRequired),
+                        ]),
+                    },
+                    uninstall: None,
+                }
+            })
+            .contains("make it can_request_reboot")
+        );
+        validate_definition(&test_definition(Uuid::from_u128(1))).unwrap();
+    }
+
+    #[test]
+    fn builder_keeps_private_modes_and_prunes_stale_payloads() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().unwrap();
+        source_with_one_update(src.path());
+        let secret = src.path().join("a/payload/etc/secret");
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let first = build(src.path(), out.path()).unwrap().catalog;
+        let mut modes = BTreeMap::new();
+        let def = first.updates()[0].clone();
+        walk_payload(
+            first.open_verified_payload(&def.payload).unwrap(),
+            &def.payload,
+            |e, _| {
+                modes.insert(e.path.clone(), e.mode);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(modes[Path::new("etc/secret")], 0o600);
+        assert_eq!(modes[Path::new("etc/a.conf")] & 0o022, 0);
+        first.check_payload(&def.payload).unwrap();
+        // A changed payload: the old archive goes, the new one comes.
+        std::fs::write(&secret, "changed").unwrap();
+        let second = build(src.path(), out.path()).unwrap().catalog;
+        let payloads = std::fs::read_dir(out.path().join(PAYLOAD_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(payloads, 1);
+        assert!(!first.has_payload(&def.payload));
+        assert!(second.has_payload(&second.updates()[0].payload));
+        // A bad source writes nothing.
+        let bad_out = tempfile::tempdir().unwrap();
+        write(
+            &src.path().join("b/update.json"),
+            r#"{"title": "no identity"}"#,
+        );
+        std::fs::create_dir_all(src.path().join("b/payload")).unwrap();
+        assert!(build(src.path(), bad_out.path()).is_err());
+        assert_eq!(std::fs::read_dir(bad_out.path()).unwrap().count(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a catalog file holds, the reader answers with a value or an error,
+        /// never a panic.
+        #[test]
+        fn parse_catalog_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_catalog(Path::new("fuzz.json"), &bytes);
+        }
+
+        /// Near-valid catalogs: a real one with a byte changed.
+        #[test]
+        fn parse_catalog_survives_mutations(pos in 0usize..4096, byte in proptest::num::u8::ANY) {
+            let file = CatalogFile {
+                format: FORMAT_MARKER.into(),
+                format_version: FORMAT_VERSION,
+                name: "p".into(),
+                updates: vec![test_definition(Uuid::from_u128(7))],
+            };
+            let mut bytes = serde_json::to_vec(&file).unwrap();
+            let at = pos % bytes.len();
+            bytes[at] = byte;
+            let _ = parse_catalog(Path::new("mutated.json"), &bytes);
+        }
+
+        /// A definition written out reads back the same.
+        #[test]
+        fn definitions_round_trip(
+            id in proptest::num::u128::ANY,
+            revision in 0i32..1000,
+            title in "[A-Za-z0-9][A-Za-z0-9 ]{0,39}",
+            kbs in proptest::collection::vec("[0-9]{1,8}", 0..4),
+            timeout in 1u64..10_000,
+            code in proptest::num::i32::ANY,
+        ) {
+            let mut def = test_definition(Uuid::from_u128(id));
+            def.identity.revision_number = revision;
+            def.title = title;
+            def.kb_article_ids = kbs;
+            def.handler = HandlerSpec::Command {
+                install: CommandSpec {
+                    program: "setup".into(),
+                    args: vec!["--x".into()],
+                    timeout_secs: timeout,
+                    exit_codes: BTreeMap::from([(0, ExitAction::Succeeded), (code, ExitAction::Failed)]),
+                },
+                uninstall: None,
+            };
+            let file = CatalogFile {
+                format: FORMAT_MARKER.into(),
+                format_version: FORMAT_VERSION,
+                name: "p".into(),
+                updates: vec![def],
+            };
+            let bytes = serde_json::to_vec(&file).unwrap();
+            let back = parse_catalog(Path::new("rt.json"), &bytes);
+            if code == 0 {
+                // Code 0 listed twice: the later mapping (failed) wins and nothing succeeds.
+                proptest::prop_assert!(back.is_err());
+            } else {
+                proptest::prop_assert_eq!(back.unwrap().updates, file.updates);
+            }
+        }
     }
 
     #[test]

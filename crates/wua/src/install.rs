@@ -391,11 +391,14 @@ impl<S> InstallationJob<S> {
         }
         self.wait();
         // Callbacks queued before completion (the last progress reports and the completion
-        // callback) are delivered, not dropped: the dispatcher ends once it has run them.
-        let dispatcher = lock(&self.inner.dispatcher_handle).take();
-        if let Some(handle) = dispatcher {
+        // callback) are delivered, not dropped: the dispatcher ends once it has run them. The
+        // handle's lock is held while joining, so a concurrent clean_up on a clone of this job
+        // waits here too instead of releasing the callbacks before they have run.
+        let mut dispatcher = lock(&self.inner.dispatcher_handle);
+        if let Some(handle) = dispatcher.take() {
             let _ = handle.join();
         }
+        drop(dispatcher);
         // Taking the lock waits for a callback in flight; afterwards none can start.
         lock(&self.inner.callbacks).take();
         CleanUp::Released
@@ -627,7 +630,7 @@ impl UpdateInstaller {
     }
 
     /// Takes the agent-wide install lock if it is free (`Ok(None)` when it is held).
-    fn try_lock(&self) -> Result<Option<File>> {
+    fn try_lock(&self) -> Result<Option<InstallLock>> {
         let path = self.lock_path();
         std::fs::create_dir_all(&self.agent.config.state_dir).at(
             "cannot create state directory",
@@ -640,7 +643,7 @@ impl UpdateInstaller {
             .open(&path)
             .at("cannot open lock file", &path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
+            Ok(()) => Ok(Some(InstallLock(file))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
         }
@@ -751,6 +754,22 @@ impl UpdateInstaller {
     }
 }
 
+/// The held install lock; dropping it releases the lock.
+///
+/// It unlocks explicitly rather than by closing the file: a `flock` lock belongs to the open
+/// file description, which a child process forked by another thread of the host shares until it
+/// execs. Closing only our descriptor would leave the lock held through the child's copy for
+/// that moment, and the next install would be refused as busy.
+struct InstallLock(File);
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.unlock() {
+            tracing::warn!("cannot release the install lock: {e}");
+        }
+    }
+}
+
 /// An exclusive update must be alone (`ne-wuapi-installationimpact`).
 fn check_exclusive(updates: &UpdateCollection, operation: UpdateOperation) -> Result<()> {
     if updates.len() < 2 {
@@ -813,7 +832,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run<S>(self, job: InstallationJob<S>, lock_file: File) {
+    fn run<S>(self, job: InstallationJob<S>, lock_file: InstallLock) {
         let inner = &job.inner;
         let n = inner.updates.len();
         for (index, update) in inner.updates.iter().enumerate() {

@@ -142,6 +142,7 @@ impl OperationResultCode {
 
 /// `IUpdateIdentity`: the revision-independent update id and its revision number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateIdentity {
     /// `UpdateID`.
     pub update_id: Uuid,
@@ -330,7 +331,7 @@ impl Update {
     /// `HandlerID`: `files` or `command`.
     pub fn handler_id(&self) -> &'static str {
         match self.definition.handler {
-            HandlerSpec::Files => "files",
+            HandlerSpec::Files {} => "files",
             HandlerSpec::Command { .. } => "command",
         }
     }
@@ -343,10 +344,10 @@ impl Update {
     /// came from an agent session (`iupdate-accepteula`). Accepting an update without terms does
     /// nothing.
     pub fn accept_eula(&self) -> Result<()> {
-        if self.eula_text().is_some() {
-            if let Some(store) = &self.store {
-                store.accept_eula(self.identity(), &current_user_name())?;
-            }
+        if self.eula_text().is_some()
+            && let Some(store) = &self.store
+        {
+            store.accept_eula(self.identity(), &current_user_name())?;
         }
         self.eula_accepted.store(true, Ordering::Release);
         Ok(())

@@ -132,7 +132,7 @@ pub struct InstalledUpdate {
     pub definition: UpdateDefinition,
     /// When it was installed.
     pub installed_at: Timestamp,
-    /// Order of installation (larger is later).
+    /// Order of first installation (larger is later); a forced reinstall keeps its place.
     pub install_seq: i64,
     /// What it put into the root.
     pub files: Vec<ManifestEntry>,
@@ -423,9 +423,14 @@ impl Store {
         let id = definition.identity.update_id.to_string();
         let json = serde_json::to_string(definition).expect("serialisable");
         self.write(|tx| {
+            // A forced reinstall keeps its place in the install order: it keeps the backups of
+            // its first install, and uninstall relies on the order to know whose backup holds
+            // which earlier content of a path several updates installed.
             let seq: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(install_seq), 0) + 1 FROM installed_updates",
-                [],
+                "SELECT COALESCE(
+                    (SELECT install_seq FROM installed_updates WHERE update_id = ?1),
+                    (SELECT COALESCE(MAX(install_seq), 0) + 1 FROM installed_updates))",
+                [&id],
                 |r| r.get(0),
             )?;
             tx.execute(

@@ -70,7 +70,12 @@ pub(crate) fn run(
     let child = command.spawn().map_err(|e| {
         Error::io("cannot start update command", &program, e).with_hresult(WU_E_UH_INSTALLERFAILURE)
     })?;
-    let status = wait(ctx, child, Duration::from_secs(spec.timeout_secs), &program)?;
+    let status = wait(
+        ctx,
+        child,
+        Duration::from_secs(spec.timeout_secs),
+        &spec.program,
+    )?;
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => {
@@ -78,8 +83,8 @@ pub(crate) fn run(
                 error: Error::code(
                     WU_E_UH_INSTALLERFAILURE,
                     format!(
-                        "{} was killed by signal {signal}{}",
-                        program.display(),
+                        "the update's program {} was killed by signal {signal}{}",
+                        spec.program,
                         output_tail(log)
                     ),
                 ),
@@ -120,7 +125,7 @@ fn wait(
     ctx: &Context<'_>,
     mut child: Child,
     timeout: Duration,
-    program: &Path,
+    name: &str,
 ) -> Result<std::process::ExitStatus, Failure> {
     let started = Instant::now();
     loop {
@@ -129,7 +134,7 @@ fn wait(
             Ok(None) => {}
             Err(e) => {
                 kill_group(&mut child);
-                return Err(Error::io("cannot wait for", program, e)
+                return Err(Error::io("cannot wait for", name, e)
                     .with_hresult(WU_E_UH_INSTALLERFAILURE)
                     .into());
             }
@@ -144,8 +149,8 @@ fn wait(
                 error: Error::code(
                     WU_E_UH_INSTALLERHUNG,
                     format!(
-                        "{} did not finish within its time-out of {} s and was killed",
-                        program.display(),
+                        "the update's program {} did not finish within its time-out of {} s and was killed",
+                        name,
                         timeout.as_secs()
                     ),
                 ),

@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::{Context, Failure, STAGING_DIR};
-use crate::catalog::{PayloadRef, UpdateDefinition, relative_inside, sha256_reader};
+use crate::catalog::{
+    MODE_MASK, PayloadEntryKind, PayloadRef, UpdateDefinition, invalid_payload, sha256_reader,
+    walk_payload,
+};
 use crate::error::{Error, IoContext, Result};
-use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_INVALIDMETADATA};
+use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_OPERATIONCANCELLED};
 use crate::store::{EntryKind, Handover, InstalledUpdate, ManifestEntry};
-
-/// Permission bits an installed object may carry: setuid and setgid are dropped.
-const MODE_MASK: u32 = 0o1777;
 
 #[derive(Debug)]
 enum Action {
@@ -212,20 +212,9 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-fn invalid_payload(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::code(
-        WU_E_UH_INVALIDMETADATA,
-        format!(
-            "payload entry {}: {what}; the payload is malformed, report it to its publisher",
-            path.display()
-        ),
-    )
-}
-
-/// Extracts a verified payload archive into `dest` (a new folder in the staging area), checking
-/// every entry: relative paths only, nothing through a symlink, only files, directories and
-/// symlinks that stay inside, setuid/setgid dropped, and no more bytes than declared. Reports
-/// progress from `pct_from` to `pct_to`.
+/// Extracts a verified payload archive into `dest` (a new folder in the staging area). Every
+/// entry is checked by [`walk_payload`] before anything is written; setuid and setgid bits are
+/// dropped. Reports progress from `pct_from` to `pct_to`.
 pub(crate) fn extract(
     ctx: &mut Context<'_>,
     payload: File,
@@ -235,109 +224,52 @@ pub(crate) fn extract(
     pct_to: u32,
 ) -> Result<(), Failure> {
     fs::create_dir_all(dest).at("cannot create directory", dest)?;
-    let decoder = zstd::Decoder::new(payload).at("cannot decompress payload into", dest)?;
-    let mut archive = tar::Archive::new(decoder);
+    let span = u64::from(pct_to - pct_from);
     let mut written = 0u64;
-    let mut symlinks: Vec<PathBuf> = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| invalid_payload(dest, format!("not a tar archive: {e}")))?;
-    for entry in entries {
+    let result = walk_payload(payload, meta, |entry, data| {
         if ctx.aborted() {
-            return Err(Failure::Aborted);
+            return Err(Error::code(WU_E_UH_OPERATIONCANCELLED, "abort requested"));
         }
-        let mut entry = entry.map_err(|e| invalid_payload(dest, format!("unreadable: {e}")))?;
-        let raw = entry
-            .path()
-            .map_err(|e| invalid_payload(dest, format!("bad path: {e}")))?
-            .into_owned();
-        let Some(rel) = relative_inside(&raw.to_string_lossy()) else {
-            return Err(invalid_payload(&raw, "path is absolute or leaves the root").into());
-        };
-        if symlinks.iter().any(|s| rel.starts_with(s) && rel != *s) {
-            return Err(invalid_payload(&raw, "path goes through a symlink").into());
-        }
-        let target = dest.join(&rel);
-        let mode = entry.header().mode().unwrap_or(0o644) & MODE_MASK;
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            fs::create_dir_all(&target).at("cannot create directory", &target)?;
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o700))
-                .at("cannot set permissions of", &target)?;
-            continue;
-        }
+        let target = dest.join(&entry.path);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).at("cannot create directory", parent)?;
         }
-        if kind.is_file() {
-            let size = entry.size();
-            written += size;
-            if written > meta.installed_size {
-                return Err(invalid_payload(
-                    &raw,
-                    format!(
-                        "the payload expands beyond its declared installed size of {} bytes",
-                        meta.installed_size
-                    ),
-                )
-                .into());
+        match &entry.kind {
+            PayloadEntryKind::Dir => {
+                fs::create_dir_all(&target).at("cannot create directory", &target)?;
+                // Owner access stays, so extraction can go on below it; the mode is applied
+                // when the tree is moved into the root.
+                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode | 0o700))
+                    .at("cannot set permissions of", &target)?;
             }
-            let mut out = File::create_new(&target).at("cannot create", &target)?;
-            let copied = io::copy(&mut (&mut entry).take(size), &mut out)
-                .at("cannot extract payload into", &target)?;
-            if copied != size {
-                return Err(invalid_payload(&raw, "the archive is truncated").into());
-            }
-            out.set_permissions(fs::Permissions::from_mode(mode))
-                .at("cannot set permissions of", &target)?;
-            if meta.installed_size > 0 {
-                let span = u64::from(pct_to - pct_from);
-                (ctx.progress)(pct_from + (span * written / meta.installed_size) as u32);
-            }
-        } else if kind.is_symlink() {
-            let link = entry
-                .link_name()
-                .map_err(|e| invalid_payload(&raw, format!("bad link target: {e}")))?
-                .ok_or_else(|| invalid_payload(&raw, "symlink without a target"))?
-                .into_owned();
-            if link.is_relative() {
-                let resolved = rel.parent().unwrap_or(Path::new("")).join(&link);
-                if relative_inside_lexically(&resolved).is_none() {
-                    return Err(invalid_payload(&raw, "symlink points outside the root").into());
+            PayloadEntryKind::File => {
+                let mut out = File::create_new(&target).at("cannot create", &target)?;
+                let copied = io::copy(&mut data.take(entry.size), &mut out)
+                    .at("cannot extract payload into", &target)?;
+                if copied != entry.size {
+                    return Err(invalid_payload(&entry.path, "the archive is truncated"));
+                }
+                out.set_permissions(fs::Permissions::from_mode(entry.mode))
+                    .at("cannot set permissions of", &target)?;
+                written += entry.size;
+                if let Some(done) = (span * written).checked_div(meta.installed_size) {
+                    (ctx.progress)(pct_from + done as u32);
                 }
             }
-            symlink(&link, &target).at("cannot create symlink", &target)?;
-            symlinks.push(rel);
-        } else {
-            return Err(invalid_payload(
-                &raw,
-                format!(
-                    "entries of type {kind:?} are not allowed (only files, directories and symlinks)"
-                ),
-            )
-            .into());
-        }
-    }
-    (ctx.progress)(pct_to);
-    Ok(())
-}
-
-/// Resolves `..` lexically; `None` if the path climbs above its start.
-fn relative_inside_lexically(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::Normal(p) => out.push(p),
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
+            PayloadEntryKind::Symlink(link) => {
+                symlink(link, &target).at("cannot create symlink", &target)?;
             }
-            _ => return None,
         }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            (ctx.progress)(pct_to);
+            Ok(())
+        }
+        Err(e) if e.hresult() == WU_E_UH_OPERATIONCANCELLED => Err(Failure::Aborted),
+        Err(e) => Err(e.into()),
     }
-    Some(out)
 }
 
 /// Every path below `dir`, relative, parents before children.

@@ -108,7 +108,7 @@ pub(crate) fn install(
     let result = (|| {
         let stage = tx.dir().join("tree");
         match &def.handler {
-            HandlerSpec::Files => {
+            HandlerSpec::Files {} => {
                 files::extract(ctx, payload, &def.payload, &stage, 0, 80)?;
                 let manifest = files::apply_tree(ctx, &mut tx, def, &stage, previous, 80)?;
                 Ok((manifest, Outcome::default()))
