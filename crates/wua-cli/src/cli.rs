@@ -22,7 +22,7 @@ Exit codes:
   1   failed (every update failed, or the command could not run)
   2   succeeded with errors (some updates failed)
   3   succeeded; a restart is required to complete
-  4   aborted (Ctrl-C)
+  4   aborted (Ctrl-C, SIGTERM or SIGHUP)
   5   not allowed now: another install is running, or a restart is pending
   64  bad input (unknown option, update, catalog or path)";
 
@@ -33,7 +33,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "WUA_CATALOG", value_name = "DIR")]
     pub catalog: Option<PathBuf>,
     /// The target root to install into [default: the demo root for the example catalog;
-    /// `/` for root with another catalog]
+    /// otherwise `/`, which a normal user must override to install or uninstall]
     #[arg(long, global = true, env = "WUA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// The agent's state directory [default: next to the demo root for the example catalog;
@@ -151,7 +151,7 @@ pub enum CatalogCommand {
         /// Where to write the catalog
         out: PathBuf,
     },
-    /// Check a catalog: metadata, and every payload's size and SHA-256
+    /// Check a catalog: its metadata, and every payload's size, SHA-256 and archive entries
     Verify {
         /// The catalog directory
         dir: PathBuf,

@@ -88,12 +88,6 @@ pub fn open_session(global: &GlobalArgs, access: paths::Access) -> Result<Update
 }
 
 fn main() -> ExitCode {
-    // Die quietly when the reader of our output goes away (`wua man | head`), as Unix tools do,
-    // instead of reporting a broken pipe.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -106,6 +100,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    if !matches!(cli.command, Command::Install(_) | Command::Uninstall(_)) {
+        // Die quietly when the reader of our output goes away (`wua man | head`), as Unix tools
+        // do. Not while installing: an install must finish or roll back, so it ignores SIGPIPE
+        // and its output functions ignore write errors.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging(&cli.global);
     match dispatch(&cli) {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -207,7 +210,10 @@ fn init_logging(global: &GlobalArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(logging::Writer::default)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_target(false)
         .without_time()
         .init();

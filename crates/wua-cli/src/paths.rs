@@ -3,7 +3,8 @@
 //! * With no `--catalog`, wua uses the example catalog built into the binary, written out to
 //!   the user's cache directory, and installs into a demo root: it never touches system paths.
 //! * root: state in `/var/lib/wua`, target root `/` (for a catalog of its own).
-//! * a normal user: XDG directories; a real catalog needs `--root`.
+//! * a normal user: XDG directories; with a real catalog, installing and uninstalling need
+//!   `--root` (reading commands use `/` and never write it).
 
 use std::path::{Path, PathBuf};
 

@@ -84,11 +84,12 @@ impl ErrorDetail {
     }
 }
 
+/// Prints a JSON document on stdout. Write errors are ignored: a reader that went away must
+/// not turn a finished install into a failure.
 pub fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports are serialisable")
-    );
+    use std::io::Write as _;
+    let text = serde_json::to_string_pretty(value).expect("reports are serialisable");
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 #[derive(Serialize)]
@@ -125,13 +126,13 @@ struct ListReport {
 pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
     let session = crate::open_session(global, crate::paths::Access::Read)?;
     let mut updates: Vec<_> = session.catalog_updates()?.iter().cloned().collect();
-    // Installed updates the catalog no longer has are listed too.
+    // Installed updates the catalog no longer has, or has in another revision, are listed too.
     for installed in session.installed_updates()?.iter() {
-        if session
+        let in_catalog = session
             .catalog()
             .find(installed.identity().update_id)
-            .is_none()
-        {
+            .map(|d| d.identity);
+        if in_catalog != Some(installed.identity()) {
             updates.push(installed.clone());
         }
     }
@@ -160,7 +161,10 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
             impact: u.installation_behavior().impact,
             reboot_behavior: u.installation_behavior().reboot_behavior,
             reboot_required: u.reboot_required(),
-            in_catalog: session.catalog().find(u.identity().update_id).is_some(),
+            in_catalog: session
+                .catalog()
+                .find(u.identity().update_id)
+                .is_some_and(|d| d.identity == u.identity()),
         })
         .collect();
     if global.json {
@@ -207,7 +211,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
                 notes.push("payload missing or damaged".to_string());
             }
             if !u.in_catalog {
-                notes.push("not in catalog".to_string());
+                notes.push("this revision not in catalog".to_string());
             }
             [
                 if u.is_installed {

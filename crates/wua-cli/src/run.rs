@@ -18,6 +18,23 @@ use crate::cli::{GlobalArgs, InstallArgs, Selection, UninstallArgs};
 use crate::report::{self, HResultJson};
 use crate::{BadInput, Exit, select};
 
+/// `println!` that ignores write errors: an install goes on (and rolls back properly) even when
+/// whoever reads its output has gone away.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores write errors (see `say!`).
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// What each job carries as its `async_state`: where its updates sit in the whole run, so the
 /// progress callback can number them across batches.
 struct Batch {
@@ -33,9 +50,9 @@ static ABORT_REQUESTED: AtomicBool = AtomicBool::new(false);
 fn install_ctrlc_handler() {
     let _ = ctrlc::set_handler(|| {
         if ABORT_REQUESTED.swap(true, Ordering::SeqCst) {
-            eprintln!("wua: abort already requested; waiting for the current update to roll back");
+            tell!("wua: abort already requested; waiting for the current update to roll back");
         } else {
-            eprintln!("wua: abort requested; rolling back the current update…");
+            tell!("wua: abort requested; rolling back the current update…");
         }
         if let Some(job) = CURRENT_JOB
             .lock()
@@ -96,7 +113,7 @@ pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
         if !update.eula_accepted() {
             if args.accept_eula {
                 if !global.json && !global.quiet {
-                    eprintln!(
+                    tell!(
                         "Licence terms of \"{}\":\n{}\n",
                         update.title(),
                         indent(update.eula_text().unwrap_or_default())
@@ -203,13 +220,11 @@ fn run(
             .count();
         for s in &skipped {
             if s.reason != ALREADY_INSTALLED || installed == 1 {
-                eprintln!("Skipping \"{}\": {}", s.title, s.reason);
+                tell!("Skipping \"{}\": {}", s.title, s.reason);
             }
         }
         if installed > 1 {
-            eprintln!(
-                "Skipping {installed} updates: already installed (pass --force to reinstall)"
-            );
+            tell!("Skipping {installed} updates: already installed (pass --force to reinstall)");
         }
     }
     if updates.is_empty() {
@@ -226,7 +241,7 @@ fn run(
                 error: None,
             });
         } else if !global.quiet {
-            println!("Nothing to {verb}.");
+            say!("Nothing to {verb}.");
         }
         return Ok(Exit::Success);
     }
@@ -238,7 +253,7 @@ fn run(
             UpdateOperation::Installation => "Installing",
             UpdateOperation::Uninstallation => "Uninstalling",
         };
-        println!("{verb_ing} {total} {noun} in {root}");
+        say!("{verb_ing} {total} {noun} in {root}");
     }
     let display = Display::new(global, total);
     let mut outcomes: Vec<(Arc<Update>, UpdateInstallationResult)> = Vec::new();
@@ -329,7 +344,7 @@ fn run(
     if let Some(e) = &stop
         && !global.json
     {
-        eprintln!("wua: {e}");
+        tell!("wua: {e}");
     }
     Ok(Exit::from_result(&overall, stop.as_ref()))
 }
@@ -380,14 +395,14 @@ fn print_summary(
     if not_run > 0 {
         parts.push(format!("{not_run} not run"));
     }
-    println!("Result: {} ({})", overall.result_code, parts.join(", "));
+    say!("Result: {} ({})", overall.result_code, parts.join(", "));
     for (u, r) in outcomes {
         if !r.result_code.is_success() && r.result_code != OperationResultCode::NotStarted {
-            println!("  {} \"{}\": {}", r.result_code, u.title(), r.hresult);
+            say!("  {} \"{}\": {}", r.result_code, u.title(), r.hresult);
         }
     }
     if overall.reboot_required {
-        println!("A restart is required to complete the {verb}ation.");
+        say!("A restart is required to complete the {verb}ation.");
     }
 }
 
@@ -462,11 +477,11 @@ impl Display {
                     Mode::Lines => {
                         if (running || done) && !announced[i] {
                             announced[i] = true;
-                            println!("[{number}/{}] {verb} {title}…", batch.total);
+                            say!("[{number}/{}] {verb} {title}…", batch.total);
                         }
                         if done && !reported[i] {
                             reported[i] = true;
-                            println!("[{number}/{}] {title}: {}", batch.total, describe(r, false));
+                            say!("[{number}/{}] {title}: {}", batch.total, describe(r, false));
                         }
                     }
                     Mode::Bars { multi, overall } => {

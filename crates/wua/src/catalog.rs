@@ -539,9 +539,10 @@ pub(crate) fn invalid_payload(path: &Path, what: impl std::fmt::Display) -> Erro
 
 /// Reads a payload archive (`.tar.zst`) and checks every entry before handing it to `visit`
 /// with its data: relative paths only (a leading `./` is fine, `..` and absolute paths are not),
-/// nothing below a symlink of the same archive, only directories, regular files and symlinks
-/// (no hard links, devices or FIFOs), relative symlink targets that stay inside the root, and
-/// no more file bytes in all than the declared `installed_size`.
+/// nothing below a symlink of the same archive, no path twice, nothing named `.wua-staging` at
+/// the top, only directories, regular files and symlinks (no hard links, devices or FIFOs),
+/// relative symlink targets that stay inside the root, and no more file bytes in all than the
+/// declared `installed_size`.
 pub fn walk_payload(
     reader: impl Read,
     payload: &PayloadRef,
@@ -553,6 +554,7 @@ pub fn walk_payload(
     let mut archive = tar::Archive::new(decoder);
     let mut total = 0u64;
     let mut symlinks: Vec<PathBuf> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
     let entries = archive
         .entries()
         .map_err(|e| invalid_payload(here, format!("not a tar archive: {e}")))?;
@@ -570,6 +572,21 @@ pub fn walk_payload(
         };
         if symlinks.iter().any(|s| path.starts_with(s)) {
             return Err(invalid_payload(&raw, "path goes through a symlink"));
+        }
+        if path.starts_with(crate::handlers::STAGING_DIR) {
+            return Err(invalid_payload(
+                &raw,
+                format!(
+                    "the name {} is reserved for wua",
+                    crate::handlers::STAGING_DIR
+                ),
+            ));
+        }
+        if !seen.insert(path.clone()) {
+            return Err(invalid_payload(
+                &raw,
+                "the path appears twice in the archive",
+            ));
         }
         let mode = entry.header().mode().unwrap_or(0o644) & MODE_MASK;
         let size = if kind.is_file() { entry.size() } else { 0 };
@@ -773,7 +790,8 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
     let mut written = 0;
     for (sha256, bytes) in &archives {
         let target = payload_path(out, sha256);
-        if !target.is_file() {
+        // A file of that name with other bytes (damaged, or written by hand) is replaced.
+        if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
             write_atomically(&target, bytes)?;
             written += 1;
         }
@@ -786,7 +804,11 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
         .collect();
     for entry in std::fs::read_dir(&payload_dir).at("cannot list", &payload_dir)? {
         let path = entry.at("cannot list", &payload_dir)?.path();
-        if !keep.contains(&path) {
+        let is_payload = path.is_file()
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".tar.zst"));
+        if is_payload && !keep.contains(&path) {
             std::fs::remove_file(&path).at("cannot remove stale payload", &path)?;
         }
     }
@@ -827,8 +849,8 @@ fn pack_tree(root: &Path) -> Result<PackedTree> {
         let full = root.join(&rel);
         let m = std::fs::symlink_metadata(&full).at("cannot read", &full)?;
         // Owners and times are zeroed and group/other write bits dropped, so the archive does
-        // not depend on who checked the sources out or with which umask; a private (0600) file
-        // stays private.
+        // not depend on who checked the sources out, nor on the usual umasks (022, 002); a
+        // private (0600) file stays private. A stricter umask (027, 077) does change modes.
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
         header.set_uid(0);
@@ -1175,6 +1197,82 @@ mod tests {
                 proptest::prop_assert_eq!(back.unwrap().updates, file.updates);
             }
         }
+    }
+
+    /// A `.tar.zst` of raw entries: (path, type, data or link target).
+    fn archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            // set_path refuses `..`; write the raw name, as a hostile archive would.
+            h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            if kind.is_symlink() || kind == &tar::EntryType::Link {
+                h.set_link_name(data).unwrap();
+                h.set_size(0);
+                h.set_cksum();
+                tar.append(&h, std::io::empty()).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                tar.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+        zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap()
+    }
+
+    fn walk(entries: &[(&str, tar::EntryType, &str)]) -> Result<Vec<PathBuf>> {
+        let bytes = archive(entries);
+        let payload = PayloadRef {
+            sha256: "0".repeat(64),
+            size: bytes.len() as u64,
+            installed_size: 8,
+        };
+        let mut paths = Vec::new();
+        walk_payload(bytes.as_slice(), &payload, |e, _| {
+            paths.push(e.path.clone());
+            Ok(())
+        })?;
+        Ok(paths)
+    }
+
+    #[test]
+    fn payload_entries_are_checked_before_use() {
+        use tar::EntryType::{Directory, Fifo, Link, Regular, Symlink};
+        let ok = walk(&[
+            ("./", Directory, ""),
+            ("./etc/", Directory, ""),
+            ("./etc/a", Regular, "abc"),
+        ])
+        .unwrap();
+        assert_eq!(ok, [PathBuf::from("etc"), PathBuf::from("etc/a")]);
+        let refused = |entries: &[(&str, tar::EntryType, &str)], why: &str| {
+            let e = walk(entries).unwrap_err();
+            assert_eq!(e.hresult(), crate::hresult::WU_E_UH_INVALIDMETADATA);
+            assert!(e.to_string().contains(why), "{e}");
+        };
+        refused(&[("../x", Regular, "a")], "leaves the root");
+        refused(&[("/etc/x", Regular, "a")], "leaves the root");
+        refused(
+            &[("a", Regular, "1"), ("./a", Regular, "2")],
+            "appears twice",
+        );
+        refused(&[(".wua-staging/x", Regular, "a")], "reserved");
+        refused(
+            &[("l", Symlink, "../../etc"), ("x", Regular, "a")],
+            "outside the root",
+        );
+        refused(
+            &[("l", Symlink, "sub"), ("l/x", Regular, "a")],
+            "through a symlink",
+        );
+        refused(&[("h", Link, "a")], "not allowed");
+        refused(&[("f", Fifo, "")], "not allowed");
+        refused(
+            &[("big", Regular, "123456789")],
+            "beyond its declared installed size",
+        );
     }
 
     #[test]

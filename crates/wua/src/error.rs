@@ -23,24 +23,26 @@ pub enum Error {
         context: String,
     },
     /// A file-system operation failed.
-    #[error("{action} {path}: {source} [{hresult}]", path = path.display())]
+    // The cause is part of the message, and deliberately not a `#[source]`: reporters that
+    // print the chain would otherwise print it twice.
+    #[error("{action} {path}: {cause} [{hresult}]", path = path.display())]
     Io {
         /// What was being done ("cannot read", "cannot create directory", …).
         action: &'static str,
         /// The path involved.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        cause: io::Error,
         /// The WUA code this failure maps to.
         hresult: HResult,
     },
     /// The agent's SQLite store failed.
-    #[error("the agent database {path} failed: {source}; if it is damaged, move it aside (wua keeps its backups next to it) [{hresult}]", path = path.display())]
+    #[error("the agent database {path} failed: {cause}; check the file system it is on, and if the file is damaged restore it from a backup [{hresult}]", path = path.display())]
     Store {
         /// The database file.
         path: PathBuf,
         /// The underlying error.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
         /// The WUA code this failure maps to.
         hresult: HResult,
     },
@@ -56,11 +58,11 @@ impl Error {
     }
 
     /// An IO failure on `path`, mapped to `WU_E_UNEXPECTED` unless given another code.
-    pub fn io(action: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+    pub fn io(action: &'static str, path: impl AsRef<Path>, cause: io::Error) -> Self {
         Error::Io {
             action,
             path: path.as_ref().to_path_buf(),
-            source,
+            cause,
             hresult: WU_E_UNEXPECTED,
         }
     }

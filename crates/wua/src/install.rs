@@ -934,7 +934,13 @@ impl Worker {
             Err(e) => return self.record_error(update, operation, e),
         };
         match (operation, &installed) {
-            (UpdateOperation::Installation, Some(_)) if !self.is_forced => {
+            // The same revision is installed: nothing to do unless forced. Another revision is
+            // upgraded (or downgraded) in place.
+            (UpdateOperation::Installation, Some(prev))
+                if !self.is_forced
+                    && prev.definition.identity.revision_number
+                        == update.identity().revision_number =>
+            {
                 return UpdateInstallationResult {
                     hresult: WU_S_ALREADY_INSTALLED,
                     reboot_required: false,
@@ -991,6 +997,7 @@ impl Worker {
                         match store.commit_install(
                             update.definition(),
                             &done.manifest,
+                            &done.handovers,
                             &history,
                             reboot.then_some(mandatory),
                         ) {

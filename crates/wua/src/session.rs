@@ -1,12 +1,13 @@
 //! `IUpdateSession` and `ISystemInformation`: the entry point to an agent's state.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::hresult::WU_E_INVALID_FILE;
 use crate::install::UpdateInstaller;
 use crate::model::{Update, UpdateCollection};
 use crate::store::{Store, UpdateHistoryEntry};
@@ -46,18 +47,35 @@ impl AgentConfig {
         }
     }
 
-    /// The current boot id: the file's first line, or `unknown-boot` where there is none (then
-    /// pending reboots never clear by themselves).
-    pub fn boot_id(&self) -> String {
-        let path = self
-            .boot_id_file
-            .as_deref()
-            .unwrap_or(Path::new(LINUX_BOOT_ID));
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown-boot".to_string())
+    /// The current boot id: the first line of `boot_id_file`, which must be readable and not
+    /// empty, or else of the kernel's file; where the kernel has none, `unknown-boot` (then
+    /// pending reboots never end by themselves).
+    pub fn boot_id(&self) -> Result<String> {
+        let first_line = |text: String| {
+            text.lines()
+                .next()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+        };
+        match &self.boot_id_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io("cannot read the boot id file", path, e))?;
+                first_line(text).ok_or_else(|| {
+                    Error::code(
+                        WU_E_INVALID_FILE,
+                        format!(
+                            "the boot id file {} is empty; write any text identifying the current boot into it",
+                            path.display()
+                        ),
+                    )
+                })
+            }
+            None => Ok(std::fs::read_to_string(LINUX_BOOT_ID)
+                .ok()
+                .and_then(first_line)
+                .unwrap_or_else(|| "unknown-boot".to_string())),
+        }
     }
 }
 
@@ -94,7 +112,7 @@ impl UpdateSession {
     /// creates) the state database.
     pub fn open(config: AgentConfig) -> Result<UpdateSession> {
         let catalog = Catalog::open(&config.catalog_dir)?;
-        let store = Arc::new(Store::open(&config.state_dir, config.boot_id())?);
+        let store = Arc::new(Store::open(&config.state_dir, config.boot_id()?)?);
         Ok(UpdateSession {
             agent: Arc::new(Agent {
                 config,
@@ -139,19 +157,14 @@ impl UpdateSession {
     /// Every update of the catalog with its state on this machine now, as a read-only
     /// collection (the search criteria language that narrows this down is `UpdateSearcher`'s).
     pub fn catalog_updates(&self) -> Result<UpdateCollection> {
-        let installed: HashSet<_> = self
-            .agent
-            .store
-            .installed_updates()?
-            .into_iter()
-            .map(|u| u.definition.identity.update_id)
-            .collect();
+        // Installed means this revision is installed; another installed revision makes this
+        // one an available upgrade.
+        let installed: HashSet<_> = self.agent.store.installed_identities()?;
         let mut updates = Vec::with_capacity(self.agent.catalog.updates().len());
         for def in self.agent.catalog.updates() {
-            updates.push(Arc::new(self.update_from(
-                def.clone(),
-                installed.contains(&def.identity.update_id),
-            )?));
+            updates.push(Arc::new(
+                self.update_from(def.clone(), installed.contains(&def.identity))?,
+            ));
         }
         Ok(UpdateCollection::read_only_from(updates))
     }

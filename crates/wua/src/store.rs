@@ -306,6 +306,28 @@ impl Store {
             .collect()
     }
 
+    /// The identities (id and revision) of every installed update.
+    pub fn installed_identities(&self) -> Result<std::collections::HashSet<UpdateIdentity>> {
+        let conn = self.conn();
+        (|| {
+            let mut stmt =
+                conn.prepare("SELECT update_id, revision_number FROM installed_updates")?;
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })()
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|(id, revision_number)| {
+                    Some(UpdateIdentity {
+                        update_id: Uuid::parse_str(&id).ok()?,
+                        revision_number,
+                    })
+                })
+                .collect()
+        })
+        .map_err(|e| db_error(&self.path, e))
+    }
+
     /// The installed update with this id, if any.
     pub fn installed_update(&self, update_id: Uuid) -> Result<Option<InstalledUpdate>> {
         let conn = self.conn();
@@ -411,12 +433,14 @@ impl Store {
             .map_err(|e| db_error(&self.path, e))
     }
 
-    /// Records a successful install: the update, its manifest, its history entry and, when it
-    /// needs one, its pending reboot — in one transaction.
+    /// Records a successful install: the update, its manifest, what it passed on to other
+    /// updates, its history entry and, when it needs one, its pending reboot — in one
+    /// transaction.
     pub(crate) fn commit_install(
         &self,
         definition: &UpdateDefinition,
         files: &[ManifestEntry],
+        handovers: &[Handover],
         history: &UpdateHistoryEntry,
         reboot: Option<bool>,
     ) -> Result<()> {
@@ -462,6 +486,7 @@ impl Store {
                     f.backup
                 ])?;
             }
+            apply_handovers(tx, handovers)?;
             insert_history(tx, history)?;
             if let Some(mandatory) = reboot {
                 self.insert_reboot(tx, &id, mandatory)?;
@@ -481,23 +506,7 @@ impl Store {
     ) -> Result<()> {
         let id = update_id.to_string();
         self.write(|tx| {
-            for h in handovers {
-                match h {
-                    Handover::Backup {
-                        to_update,
-                        path,
-                        backup,
-                    } => tx.execute(
-                        "UPDATE installed_files SET backup = ?1 WHERE update_id = ?2 AND path = ?3",
-                        params![backup, to_update.to_string(), path],
-                    )?,
-                    Handover::Dir { to_update, entry } => tx.execute(
-                        "INSERT OR IGNORE INTO installed_files (update_id, path, kind, sha256, mode, link_target, backup)
-                         VALUES (?1, ?2, ?3, NULL, ?4, NULL, NULL)",
-                        params![to_update.to_string(), entry.path, entry.kind.as_str(), entry.mode],
-                    )?,
-                };
-            }
+            apply_handovers(tx, handovers)?;
             tx.execute("DELETE FROM installed_files WHERE update_id = ?1", [&id])?;
             tx.execute("DELETE FROM installed_updates WHERE update_id = ?1", [&id])?;
             insert_history(tx, history)?;
@@ -657,6 +666,27 @@ impl Store {
     }
 }
 
+fn apply_handovers(tx: &Transaction<'_>, handovers: &[Handover]) -> rusqlite::Result<()> {
+    for h in handovers {
+        match h {
+            Handover::Backup {
+                to_update,
+                path,
+                backup,
+            } => tx.execute(
+                "UPDATE installed_files SET backup = ?1 WHERE update_id = ?2 AND path = ?3",
+                params![backup, to_update.to_string(), path],
+            )?,
+            Handover::Dir { to_update, entry } => tx.execute(
+                "INSERT OR IGNORE INTO installed_files (update_id, path, kind, sha256, mode, link_target, backup)
+                 VALUES (?1, ?2, ?3, NULL, ?4, NULL, NULL)",
+                params![to_update.to_string(), entry.path, entry.kind.as_str(), entry.mode],
+            )?,
+        };
+    }
+    Ok(())
+}
+
 fn insert_history(tx: &Transaction<'_>, e: &UpdateHistoryEntry) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO history (operation, result_code, hresult, unmapped_result_code, date, update_id,
@@ -685,10 +715,10 @@ fn insert_history(tx: &Transaction<'_>, e: &UpdateHistoryEntry) -> rusqlite::Res
     Ok(())
 }
 
-fn db_error(path: &Path, source: rusqlite::Error) -> Error {
+fn db_error(path: &Path, cause: rusqlite::Error) -> Error {
     Error::Store {
         path: path.to_path_buf(),
-        source,
+        cause,
         hresult: WU_E_UNEXPECTED,
     }
 }
@@ -777,7 +807,9 @@ mod tests {
             UpdateOperation::Installation,
             OperationResultCode::Succeeded,
         );
-        store.commit_install(&def, &files, &h, Some(true)).unwrap();
+        store
+            .commit_install(&def, &files, &[], &h, Some(true))
+            .unwrap();
         let got = store
             .installed_update(def.identity.update_id)
             .unwrap()

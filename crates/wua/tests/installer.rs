@@ -1145,3 +1145,131 @@ fn a_forced_reinstall_under_a_later_update_keeps_the_original_file() {
         assert_eq!(env.root_snapshot(), before);
     }
 }
+
+// 20 -----------------------------------------------------------------------------------------
+
+#[test]
+fn a_failure_midway_leaves_the_root_as_it_was() {
+    // The update's first file goes into place, then a regular file stands where it installs a
+    // directory: the transaction must undo the first move and restore the replaced file.
+    let env = Fixture::new()
+        .files_update(
+            "Blocked",
+            &[("etc/a.conf", "new a\n"), ("etc/b/c.conf", "new c\n")],
+        )
+        .build();
+    fs::create_dir_all(env.in_root("etc")).unwrap();
+    fs::write(env.in_root("etc/a.conf"), "original a\n").unwrap();
+    fs::write(env.in_root("etc/b"), "a file, not a directory\n").unwrap();
+    let before = env.root_snapshot();
+
+    let session = env.session();
+    let result = env.installer(&session, &["Blocked"]).install().unwrap();
+    assert_eq!(result.result_code, Failed);
+    assert_eq!(result.update_results[0].hresult, WU_E_UH_INSTALLERFAILURE);
+    assert_eq!(env.root_snapshot(), before, "the root changed");
+    assert!(!env.in_root(".wua-staging").exists());
+    assert!(!session.store().is_installed(env.id("Blocked")).unwrap());
+    let history = session.query_history(0, 1).unwrap();
+    assert_eq!(history[0].result_code, Failed);
+    // No backup of the restored file is left behind in the state directory.
+    let backups = env
+        .state_dir()
+        .join("backups")
+        .join(env.id("Blocked").to_string());
+    assert!(!backups.join("etc/a.conf").exists());
+}
+
+// 21 -----------------------------------------------------------------------------------------
+
+#[test]
+fn a_new_revision_upgrades_in_place_and_uninstalls_to_the_original() {
+    let env = Fixture::new()
+        .files_update(
+            "App",
+            &[("etc/app.conf", "v1\n"), ("usr/lib/app/old.so", "old\n")],
+        )
+        .build();
+    fs::create_dir_all(env.in_root("etc")).unwrap();
+    fs::write(env.in_root("etc/app.conf"), "original\n").unwrap();
+    let before = env.root_snapshot();
+    let session = env.session();
+    let installer = env.installer(&session, &["App"]);
+    assert_eq!(installer.install().unwrap().result_code, Succeeded);
+
+    // Revision 2 of the same update: the configuration changes, old.so goes, new.so comes.
+    let src = env.scratch("src-v2/001");
+    fs::create_dir_all(src.join("payload/etc")).unwrap();
+    fs::create_dir_all(src.join("payload/usr/lib/app")).unwrap();
+    fs::write(src.join("payload/etc/app.conf"), "v2\n").unwrap();
+    fs::write(src.join("payload/usr/lib/app/new.so"), "new\n").unwrap();
+    fs::write(
+        src.join("update.json"),
+        serde_json::to_vec(&json!({
+            "identity": {"update_id": env.id("App"), "revision_number": 2},
+            "title": "App", "handler": {"kind": "files"}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let catalog_v2 = env.scratch("catalog-v2");
+    wua::catalog::build(&env.scratch("src-v2"), &catalog_v2).unwrap();
+    let config = wua::AgentConfig {
+        catalog_dir: catalog_v2,
+        ..env.config()
+    };
+    let session = wua::UpdateSession::open(config).unwrap();
+    let v2 = session.catalog_updates().unwrap();
+    assert!(
+        !v2.get(0).unwrap().is_installed(),
+        "revision 2 is not installed yet"
+    );
+    let mut installer = session.create_update_installer();
+    installer.set_updates(&v2.copy());
+    let result = installer.install().unwrap();
+    assert_eq!(result.result_code, Succeeded);
+    assert_eq!(
+        result.update_results[0].hresult, S_OK,
+        "upgraded, not skipped"
+    );
+    let upgraded = env.root_snapshot();
+    assert_eq!(upgraded["etc/app.conf"], "file 644 v2\n");
+    assert_eq!(upgraded["usr/lib/app/new.so"], "file 644 new\n");
+    assert!(!upgraded.contains_key("usr/lib/app/old.so"), "{upgraded:?}");
+    let installed = session.installed_updates().unwrap();
+    assert_eq!(installed.get(0).unwrap().identity().revision_number, 2);
+    // Installing revision 2 again is a no-op.
+    assert_eq!(
+        installer.install().unwrap().update_results[0].hresult,
+        WU_S_ALREADY_INSTALLED
+    );
+
+    // Uninstalling the upgraded update restores what was there before revision 1.
+    installer.set_updates(&installed.copy());
+    assert_eq!(installer.uninstall().unwrap().result_code, Succeeded);
+    assert_eq!(env.root_snapshot(), before);
+}
+
+// 22 -----------------------------------------------------------------------------------------
+
+#[test]
+fn an_unreadable_boot_id_file_is_a_clear_error() {
+    let env = Fixture::new().files_update("A", &[("a", "a")]).build();
+    let config = wua::AgentConfig {
+        boot_id_file: Some(env.scratch("no-such-boot-id")),
+        ..env.config()
+    };
+    let err = wua::UpdateSession::open(config).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read the boot id file"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no-such-boot-id"), "{err}");
+    fs::write(env.scratch("empty"), "\n").unwrap();
+    let config = wua::AgentConfig {
+        boot_id_file: Some(env.scratch("empty")),
+        ..env.config()
+    };
+    let err = wua::UpdateSession::open(config).unwrap_err();
+    assert_eq!(err.hresult(), WU_E_INVALID_FILE);
+}

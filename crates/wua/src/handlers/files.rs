@@ -237,8 +237,8 @@ pub(crate) fn extract(
         match &entry.kind {
             PayloadEntryKind::Dir => {
                 fs::create_dir_all(&target).at("cannot create directory", &target)?;
-                // Owner access stays, so extraction can go on below it; the mode is applied
-                // when the tree is moved into the root.
+                // Owner access is added so extraction can go on below it. A directory the root
+                // lacks is created there with this mode; existing ones keep theirs.
                 fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode | 0o700))
                     .at("cannot set permissions of", &target)?;
             }
@@ -302,8 +302,9 @@ fn handler_error(error: Error) -> Failure {
 
 /// Moves the staged tree into the root, backing up what it replaces; returns the manifest.
 ///
-/// `previous` is the manifest of this same update when it is being reinstalled (forced): its
-/// paths are overwritten without a new backup, and keep the backup they had.
+/// `previous` is this update's installed manifest when it is reinstalled or upgraded to a new
+/// revision: its paths are overwritten without a new backup and keep the backup they had. (Paths
+/// it has that the new tree lacks are removed by the caller, `handlers::install`.)
 pub(crate) fn apply_tree(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
@@ -418,14 +419,6 @@ pub(crate) fn apply_tree(
         });
         (ctx.progress)(pct_from + ((100 - pct_from) as usize * (i + 1) / total) as u32);
     }
-    // Paths the earlier install of this update had and this one does not: still owned.
-    if let Some(prev) = previous {
-        for e in &prev.files {
-            if !manifest.iter().any(|m| m.path == e.path) {
-                manifest.push(e.clone());
-            }
-        }
-    }
     Ok(manifest)
 }
 
@@ -448,19 +441,32 @@ fn check_parent_inside(canonical_root: &Path, target: &Path) -> Result<(), Failu
     }
 }
 
-/// Removes an installed update's files and restores what they replaced. Where a later update
-/// replaced one of its files, the disk is left alone and the backup passes to that update, so
-/// that uninstalling it later restores the state from before both.
+/// Removes an installed update's files and restores what they replaced (see [`remove_entries`]).
 pub(crate) fn remove_installed(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
     installed: &InstalledUpdate,
 ) -> Result<Vec<Handover>, Failure> {
     let update_id = installed.definition.identity.update_id;
+    let handovers = remove_entries(ctx, tx, installed, installed.files.iter().collect())?;
+    tx.remove_on_finish(ctx.backups_of(update_id));
+    tx.remove_on_finish(ctx.scripts_of(update_id));
+    Ok(handovers)
+}
+
+/// Removes these manifest entries of an installed update and restores what they replaced.
+/// Where a later update replaced one of its files, the disk is left alone and the backup passes
+/// to that update, so that uninstalling it later restores the state from before both.
+pub(crate) fn remove_entries(
+    ctx: &mut Context<'_>,
+    tx: &mut Transaction,
+    installed: &InstalledUpdate,
+    mut entries: Vec<&ManifestEntry>,
+) -> Result<Vec<Handover>, Failure> {
+    let update_id = installed.definition.identity.update_id;
     let backups = ctx.backups_of(update_id);
     let mut handovers = Vec::new();
     // Children before their parents, so a directory is empty by the time it is reached.
-    let mut entries: Vec<&ManifestEntry> = installed.files.iter().collect();
     entries.sort_by(|a, b| Path::new(&b.path).cmp(Path::new(&a.path)));
     for entry in entries {
         if ctx.aborted() {
@@ -519,7 +525,5 @@ pub(crate) fn remove_installed(
             }
         }
     }
-    tx.remove_on_finish(backups);
-    tx.remove_on_finish(ctx.scripts_of(update_id));
     Ok(handovers)
 }

@@ -91,6 +91,8 @@ impl From<Error> for Failure {
 pub(crate) struct Installed {
     pub manifest: Vec<ManifestEntry>,
     pub outcome: Outcome,
+    /// What removing the previous revision's obsolete paths passed to other updates.
+    pub handovers: Vec<crate::store::Handover>,
     /// The transaction, still holding what must be cleaned up or undone.
     pub tx: files::Transaction,
 }
@@ -111,7 +113,12 @@ pub(crate) fn install(
             HandlerSpec::Files {} => {
                 files::extract(ctx, payload, &def.payload, &stage, 0, 80)?;
                 let manifest = files::apply_tree(ctx, &mut tx, def, &stage, previous, 80)?;
-                Ok((manifest, Outcome::default()))
+                let handovers = remove_obsolete(ctx, &mut tx, previous, &manifest)?;
+                if previous.is_some() {
+                    // An earlier command revision's saved uninstall payload is obsolete.
+                    tx.remove_on_finish(ctx.scripts_of(def.identity.update_id));
+                }
+                Ok((manifest, Outcome::default(), handovers))
             }
             HandlerSpec::Command { install, uninstall } => {
                 let work = tx.dir().join("work");
@@ -120,22 +127,26 @@ pub(crate) fn install(
                 let outcome = command::run(ctx, def, install, &work, Some(&stage))?;
                 (ctx.progress)(80);
                 let manifest = files::apply_tree(ctx, &mut tx, def, &stage, previous, 80)?;
+                let handovers = remove_obsolete(ctx, &mut tx, previous, &manifest)?;
+                let scripts = ctx.scripts_of(def.identity.update_id);
                 if uninstall.is_some() {
                     // Keep the payload so the uninstall command can run without the catalog,
                     // as dpkg keeps maintainer scripts.
-                    let scripts = ctx.scripts_of(def.identity.update_id);
                     tx.replace_dir(&work, &scripts)?;
+                } else if previous.is_some() {
+                    tx.remove_on_finish(scripts);
                 }
-                Ok((manifest, outcome))
+                Ok((manifest, outcome, handovers))
             }
         }
     })();
     match result {
-        Ok((manifest, outcome)) => {
+        Ok((manifest, outcome, handovers)) => {
             (ctx.progress)(100);
             Ok(Installed {
                 manifest,
                 outcome,
+                handovers,
                 tx,
             })
         }
@@ -150,6 +161,27 @@ pub(crate) fn install(
             Err(failure)
         }
     }
+}
+
+/// On a reinstall or upgrade, removes what the installed revision put in the root that the new
+/// one does not ship, restoring what it had replaced, as an uninstall would.
+fn remove_obsolete(
+    ctx: &mut Context<'_>,
+    tx: &mut files::Transaction,
+    previous: Option<&InstalledUpdate>,
+    manifest: &[ManifestEntry],
+) -> Result<Vec<crate::store::Handover>, Failure> {
+    let Some(previous) = previous else {
+        return Ok(Vec::new());
+    };
+    let shipped: std::collections::HashSet<&str> =
+        manifest.iter().map(|e| e.path.as_str()).collect();
+    let obsolete = previous
+        .files
+        .iter()
+        .filter(|e| !shipped.contains(e.path.as_str()))
+        .collect();
+    files::remove_entries(ctx, tx, previous, obsolete)
 }
 
 /// What uninstalling produced (see [`install`] for the commit protocol).
