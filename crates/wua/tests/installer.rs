@@ -1273,3 +1273,73 @@ fn an_unreadable_boot_id_file_is_a_clear_error() {
     let err = wua::UpdateSession::open(config).unwrap_err();
     assert_eq!(err.hresult(), WU_E_INVALID_FILE);
 }
+
+// 23 -----------------------------------------------------------------------------------------
+
+/// A callback object, as a COM client would pass one: it implements both callback traits.
+struct Recorder {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl wua::InstallationProgressChangedCallback<String> for Recorder {
+    fn invoke(&mut self, job: &InstallationJob<String>, args: &Progress) {
+        self.seen.lock().unwrap().push(format!(
+            "{} progress {}",
+            job.async_state(),
+            args.progress.percent_complete
+        ));
+    }
+}
+
+impl wua::InstallationCompletedCallback<String> for Recorder {
+    fn invoke(&mut self, job: &InstallationJob<String>, _: &Completed) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{} completed", job.async_state()));
+    }
+}
+
+#[test]
+fn callback_objects_and_boxed_trait_objects_work_like_closures() {
+    let env = Fixture::new().files_update("A", &[("a", "a")]).build();
+    let session = env.session();
+    let installer = env.installer(&session, &["A"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let on_progress: Box<dyn wua::InstallationProgressChangedCallback<String>> =
+        Box::new(Recorder { seen: seen.clone() });
+    let on_completed: Box<dyn wua::InstallationCompletedCallback<String>> =
+        Box::new(Recorder { seen: seen.clone() });
+    let job = installer
+        .begin_install(on_progress, on_completed, "boxed".to_string())
+        .unwrap();
+    assert_eq!(installer.end_install(&job).unwrap().result_code, Succeeded);
+    assert_eq!(job.clean_up(), CleanUp::Released);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.last().map(String::as_str), Some("boxed completed"));
+    assert!(seen.iter().any(|s| s == "boxed progress 100"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.ends_with("completed")).count(), 1);
+
+    // The plain object, unboxed, on an uninstall.
+    let seen2 = Arc::new(Mutex::new(Vec::new()));
+    let job = installer
+        .begin_uninstall(
+            Recorder {
+                seen: seen2.clone(),
+            },
+            Recorder {
+                seen: seen2.clone(),
+            },
+            "plain".to_string(),
+        )
+        .unwrap();
+    assert_eq!(
+        installer.end_uninstall(&job).unwrap().result_code,
+        Succeeded
+    );
+    job.clean_up();
+    assert_eq!(
+        seen2.lock().unwrap().last().map(String::as_str),
+        Some("plain completed")
+    );
+}
