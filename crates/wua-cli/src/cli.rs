@@ -50,6 +50,11 @@ pub struct GlobalArgs {
         hide_short_help = true
     )]
     pub boot_id_file: Option<PathBuf>,
+    /// Do not flush installed content to disk before recording it (like dpkg's
+    /// --force-unsafe-io): faster, for containers and CI. A killed process is still recovered;
+    /// a power cut may lose installed files.
+    #[arg(long, global = true, env = "WUA_UNSAFE_IO", value_parser = clap::builder::FalseyValueParser::new())]
+    pub unsafe_io: bool,
     /// Print one JSON document on stdout instead of text (schema: docs/cli.md)
     #[arg(long, global = true)]
     pub json: bool,

@@ -88,6 +88,7 @@ pub fn resolve(global: &GlobalArgs, access: Access) -> Result<AgentConfig> {
     };
     let mut config = AgentConfig::new(root, state_dir, catalog);
     config.boot_id_file = global.boot_id_file.clone();
+    config.unsafe_io = global.unsafe_io;
     Ok(config)
 }
 

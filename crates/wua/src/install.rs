@@ -625,28 +625,9 @@ impl UpdateInstaller {
         job.take_result_once()
     }
 
-    fn lock_path(&self) -> std::path::PathBuf {
-        self.agent.config.state_dir.join(LOCK_FILE)
-    }
-
     /// Takes the agent-wide install lock if it is free (`Ok(None)` when it is held).
     fn try_lock(&self) -> Result<Option<InstallLock>> {
-        let path = self.lock_path();
-        std::fs::create_dir_all(&self.agent.config.state_dir).at(
-            "cannot create state directory",
-            &self.agent.config.state_dir,
-        )?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at("cannot open lock file", &path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(InstallLock(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-        }
+        InstallLock::try_acquire(&self.agent.config.state_dir)
     }
 
     fn begin<S, P, C>(
@@ -760,7 +741,27 @@ impl UpdateInstaller {
 /// file description, which a child process forked by another thread of the host shares until it
 /// execs. Closing only our descriptor would leave the lock held through the child's copy for
 /// that moment, and the next install would be refused as busy.
-struct InstallLock(File);
+pub(crate) struct InstallLock(File);
+
+impl InstallLock {
+    /// Takes the install lock of the agent state in `state_dir` if it is free (`Ok(None)` when
+    /// another job, in this process or another, holds it).
+    pub(crate) fn try_acquire(state_dir: &std::path::Path) -> Result<Option<InstallLock>> {
+        std::fs::create_dir_all(state_dir).at("cannot create state directory", state_dir)?;
+        let path = state_dir.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("cannot open lock file", &path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(InstallLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+        }
+    }
+}
 
 impl Drop for InstallLock {
     fn drop(&mut self) {
@@ -973,85 +974,85 @@ impl Worker {
             progress: &mut report,
         };
         let date = Timestamp::now();
-        match operation {
-            UpdateOperation::Installation => {
-                match handlers::install(
-                    &mut ctx,
-                    &self.agent.catalog,
-                    update.definition(),
-                    installed.as_ref(),
-                ) {
-                    Ok(done) => {
-                        let reboot =
-                            reboot_needed(behavior.reboot_behavior, done.outcome.reboot_requested);
-                        let history = self.history(
-                            update,
-                            operation,
-                            OperationResultCode::Succeeded,
-                            S_OK,
-                            done.outcome.unmapped,
-                            date,
-                        );
-                        let mandatory = behavior.reboot_behavior
-                            == InstallationRebootBehavior::AlwaysRequiresReboot;
-                        match store.commit_install(
-                            update.definition(),
-                            &done.manifest,
-                            &done.handovers,
-                            &history,
-                            reboot.then_some(mandatory),
-                        ) {
-                            Ok(()) => {
-                                done.tx.finish();
-                                succeeded(reboot)
-                            }
-                            Err(e) => {
-                                if let Err(undo) = done.tx.undo() {
-                                    tracing::error!("undo after a failed commit failed: {undo}");
-                                }
-                                self.record_error(update, operation, e)
-                            }
-                        }
-                    }
-                    Err(failure) => self.record_handler_failure(update, operation, failure),
-                }
-            }
+        // What recovery records if this operation is interrupted by a crash; the result is
+        // filled in then.
+        let template = self.history(
+            update,
+            operation,
+            OperationResultCode::InProgress,
+            S_OK,
+            0,
+            date,
+        );
+        let start = handlers::TxStart {
+            history: &template,
+            durable: !self.agent.config.unsafe_io,
+        };
+        let applied = match operation {
+            UpdateOperation::Installation => handlers::install(
+                &mut ctx,
+                &self.agent.catalog,
+                update.definition(),
+                installed.as_ref(),
+                start,
+            )
+            .map(|done| {
+                let commit = Commit::Install {
+                    manifest: done.manifest,
+                    handovers: done.handovers,
+                };
+                (done.outcome, done.tx, commit)
+            }),
             UpdateOperation::Uninstallation => {
-                let installed = installed.expect("checked above");
-                match handlers::uninstall(&mut ctx, &installed) {
-                    Ok(done) => {
-                        let reboot =
-                            reboot_needed(behavior.reboot_behavior, done.outcome.reboot_requested);
-                        let history = self.history(
-                            update,
-                            operation,
-                            OperationResultCode::Succeeded,
-                            S_OK,
-                            done.outcome.unmapped,
-                            date,
-                        );
-                        let mandatory = behavior.reboot_behavior
-                            == InstallationRebootBehavior::AlwaysRequiresReboot;
-                        match store.commit_uninstall(
-                            id,
-                            &done.handovers,
-                            &history,
-                            reboot.then_some(mandatory),
-                        ) {
-                            Ok(()) => {
-                                done.tx.finish();
-                                succeeded(reboot)
-                            }
-                            Err(e) => {
-                                if let Err(undo) = done.tx.undo() {
-                                    tracing::error!("undo after a failed commit failed: {undo}");
-                                }
-                                self.record_error(update, operation, e)
-                            }
-                        }
-                    }
-                    Err(failure) => self.record_handler_failure(update, operation, failure),
+                let installed = installed.as_ref().expect("checked above");
+                handlers::uninstall(&mut ctx, installed, start)
+                    .map(|done| (done.outcome, done.tx, Commit::Uninstall(done.handovers)))
+            }
+        };
+        let (outcome, tx, commit) = match applied {
+            Ok(applied) => applied,
+            Err(failure) => return self.record_handler_failure(update, operation, failure),
+        };
+        let reboot = reboot_needed(behavior.reboot_behavior, outcome.reboot_requested);
+        let history = self.history(
+            update,
+            operation,
+            OperationResultCode::Succeeded,
+            S_OK,
+            outcome.unmapped,
+            date,
+        );
+        let mandatory =
+            behavior.reboot_behavior == InstallationRebootBehavior::AlwaysRequiresReboot;
+        let reboot_marker = reboot.then_some(mandatory);
+        // The commit point: the outcome, the manifest, the history entry and the transaction id
+        // in one SQLite transaction.
+        let committed = match &commit {
+            Commit::Install {
+                manifest,
+                handovers,
+            } => store.commit_install(
+                update.definition(),
+                manifest,
+                handovers,
+                &history,
+                reboot_marker,
+                tx.txid(),
+            ),
+            Commit::Uninstall(handovers) => {
+                store.commit_uninstall(id, handovers, &history, reboot_marker, tx.txid())
+            }
+        };
+        match committed {
+            Ok(()) => {
+                tx.finish(store);
+                succeeded(reboot)
+            }
+            Err(e) => {
+                if let Err(undo) = tx.undo() {
+                    tracing::error!("undo after a failed commit failed: {undo}");
                 }
+                self.record_error(update, operation, e)
             }
         }
     }
@@ -1150,6 +1151,15 @@ impl Worker {
             categories: update.categories().to_vec(),
         }
     }
+}
+
+/// What the store records for an applied transaction.
+enum Commit {
+    Install {
+        manifest: Vec<crate::store::ManifestEntry>,
+        handovers: Vec<crate::store::Handover>,
+    },
+    Uninstall(Vec<crate::store::Handover>),
 }
 
 fn reboot_needed(behavior: InstallationRebootBehavior, requested: bool) -> bool {

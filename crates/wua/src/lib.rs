@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod error;
 pub mod handlers;
 pub mod hresult;
@@ -38,6 +39,7 @@ pub mod install;
 pub mod model;
 pub mod session;
 pub mod store;
+pub mod transaction;
 
 pub use catalog::{Catalog, UpdateDefinition};
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::hresult::WU_E_INVALID_FILE;
-use crate::install::UpdateInstaller;
+use crate::install::{InstallLock, UpdateInstaller};
 use crate::model::{Update, UpdateCollection};
 use crate::store::{Store, UpdateHistoryEntry};
 
@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// A file holding the current boot id; `None` reads the kernel's
     /// ([`LINUX_BOOT_ID`]). Pending reboots recorded under another boot id are over.
     pub boot_id_file: Option<PathBuf>,
+    /// Skip the `syncfs` calls that make installed content durable before it is recorded, like
+    /// dpkg's `--force-unsafe-io`: for containers and CI, where a power cut does not matter. A
+    /// killed process is still recovered correctly; a power cut may lose installed files.
+    pub unsafe_io: bool,
 }
 
 impl AgentConfig {
@@ -44,6 +48,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             catalog_dir: catalog_dir.into(),
             boot_id_file: None,
+            unsafe_io: false,
         }
     }
 
@@ -108,11 +113,17 @@ pub struct UpdateSession {
 }
 
 impl UpdateSession {
-    /// Opens the agent described by `config`: loads and validates the catalog and opens (or
-    /// creates) the state database.
+    /// Opens the agent described by `config`: loads and validates the catalog, opens (or
+    /// creates) the state database, and recovers any install or uninstall a crash interrupted
+    /// (see `transaction::recover`).
     pub fn open(config: AgentConfig) -> Result<UpdateSession> {
         let catalog = Catalog::open(&config.catalog_dir)?;
         let store = Arc::new(Store::open(&config.state_dir, config.boot_id()?)?);
+        // Settle what a crash left behind, unless a job (here or in another process) holds the
+        // install lock: then its transactions are not interrupted, only running.
+        if let Some(_lock) = InstallLock::try_acquire(&config.state_dir)? {
+            crate::transaction::recover(&config.root, &store)?;
+        }
         Ok(UpdateSession {
             agent: Arc::new(Agent {
                 config,

@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS pending_reboots (
     mandatory INTEGER NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transactions (
+    txid TEXT PRIMARY KEY,
+    committed_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS eula_acceptances (
     update_id TEXT NOT NULL,
     revision_number INTEGER NOT NULL,
@@ -443,6 +447,7 @@ impl Store {
         handovers: &[Handover],
         history: &UpdateHistoryEntry,
         reboot: Option<bool>,
+        txid: Uuid,
     ) -> Result<()> {
         let id = definition.identity.update_id.to_string();
         let json = serde_json::to_string(definition).expect("serialisable");
@@ -486,6 +491,7 @@ impl Store {
                     f.backup
                 ])?;
             }
+            record_transaction(tx, txid)?;
             apply_handovers(tx, handovers)?;
             insert_history(tx, history)?;
             if let Some(mandatory) = reboot {
@@ -503,9 +509,11 @@ impl Store {
         handovers: &[Handover],
         history: &UpdateHistoryEntry,
         reboot: Option<bool>,
+        txid: Uuid,
     ) -> Result<()> {
         let id = update_id.to_string();
         self.write(|tx| {
+            record_transaction(tx, txid)?;
             apply_handovers(tx, handovers)?;
             tx.execute("DELETE FROM installed_files WHERE update_id = ?1", [&id])?;
             tx.execute("DELETE FROM installed_updates WHERE update_id = ?1", [&id])?;
@@ -532,6 +540,30 @@ impl Store {
             params![id, self.boot_id, mandatory, Timestamp::now().to_string()],
         )?;
         Ok(())
+    }
+
+    /// Whether the file-system transaction `txid` was committed.
+    pub(crate) fn transaction_committed(&self, txid: Uuid) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM transactions WHERE txid = ?1",
+                [txid.to_string()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| db_error(&self.path, e))
+    }
+
+    /// Forgets a finished transaction.
+    pub(crate) fn forget_transaction(&self, txid: Uuid) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM transactions WHERE txid = ?1",
+                [txid.to_string()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Appends a history entry on its own (for failed or aborted operations).
@@ -664,6 +696,16 @@ impl Store {
             .map(|o| o.is_some())
             .map_err(|e| db_error(&self.path, e))
     }
+}
+
+/// Marks a file-system transaction committed, in the same SQLite transaction as its outcome:
+/// recovery finishes a transaction whose id is here and rolls back one whose id is not.
+fn record_transaction(tx: &Transaction<'_>, txid: Uuid) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO transactions (txid, committed_at) VALUES (?1, ?2)",
+        params![txid.to_string(), Timestamp::now().to_string()],
+    )?;
+    Ok(())
 }
 
 fn apply_handovers(tx: &Transaction<'_>, handovers: &[Handover]) -> rusqlite::Result<()> {
@@ -808,7 +850,7 @@ mod tests {
             OperationResultCode::Succeeded,
         );
         store
-            .commit_install(&def, &files, &[], &h, Some(true))
+            .commit_install(&def, &files, &[], &h, Some(true), Uuid::nil())
             .unwrap();
         let got = store
             .installed_update(def.identity.update_id)
@@ -829,7 +871,7 @@ mod tests {
             OperationResultCode::Succeeded,
         );
         store
-            .commit_uninstall(def.identity.update_id, &[], &h, None)
+            .commit_uninstall(def.identity.update_id, &[], &h, None, Uuid::from_u128(1))
             .unwrap();
         assert!(!store.is_installed(def.identity.update_id).unwrap());
         assert_eq!(store.total_history_count().unwrap(), 2);

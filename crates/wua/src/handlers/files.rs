@@ -1,17 +1,12 @@
-//! The `files` handler and the transaction both handlers install through.
-//!
-//! A [`Transaction`] works in `<root>/.wua-staging/<uuid>/` and logs every change it makes to the
-//! file system (a move, a directory created or removed). `undo` replays the log backwards, so a
-//! failure or an abort midway leaves the root as it was; `finish` deletes the staging folder and
-//! what was scheduled for removal once the store has recorded the outcome.
+//! The `files` handler: extracting a payload, and planning how a staged tree goes into the root
+//! (and how an installed update's files come out again) as steps of a crash-safe
+//! [`Transaction`].
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-
-use uuid::Uuid;
 
 use super::{Context, Failure, STAGING_DIR};
 use crate::catalog::{
@@ -21,196 +16,7 @@ use crate::catalog::{
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_OPERATIONCANCELLED};
 use crate::store::{EntryKind, Handover, InstalledUpdate, ManifestEntry};
-
-#[derive(Debug)]
-enum Action {
-    Moved { from: PathBuf, to: PathBuf },
-    CreatedDir(PathBuf),
-    RemovedDir { path: PathBuf, mode: u32 },
-}
-
-/// A logged, undoable set of file-system changes (see the module docs).
-#[derive(Debug)]
-pub(crate) struct Transaction {
-    dir: PathBuf,
-    log: Vec<Action>,
-    remove_on_finish: Vec<PathBuf>,
-    trash_count: usize,
-}
-
-impl Transaction {
-    /// Starts a transaction against `root`, creating the root if it does not exist.
-    pub(crate) fn begin(root: &Path) -> Result<Transaction> {
-        fs::create_dir_all(root).at("cannot create target root", root)?;
-        let dir = root.join(STAGING_DIR).join(Uuid::new_v4().to_string());
-        fs::create_dir_all(&dir).at("cannot create staging directory", &dir)?;
-        Ok(Transaction {
-            dir,
-            log: Vec::new(),
-            remove_on_finish: Vec::new(),
-            trash_count: 0,
-        })
-    }
-
-    /// The transaction's private staging folder.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// A fresh path in the transaction's trash.
-    fn trash_path(&mut self) -> PathBuf {
-        self.trash_count += 1;
-        self.dir.join("trash").join(self.trash_count.to_string())
-    }
-
-    /// Moves `from` to `to` (creating `to`'s missing parents), logged.
-    pub(crate) fn move_path(&mut self, from: &Path, to: &Path) -> Result<()> {
-        if let Some(parent) = to.parent() {
-            self.create_parents(parent)?;
-        }
-        move_path(from, to)?;
-        self.log.push(Action::Moved {
-            from: from.to_path_buf(),
-            to: to.to_path_buf(),
-        });
-        Ok(())
-    }
-
-    /// Moves `path` into the trash, logged; it is deleted by `finish`.
-    pub(crate) fn trash(&mut self, path: &Path) -> Result<()> {
-        let to = self.trash_path();
-        self.move_path(path, &to)
-    }
-
-    fn create_parents(&mut self, dir: &Path) -> Result<()> {
-        if fs::symlink_metadata(dir).is_ok() {
-            return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            self.create_parents(parent)?;
-        }
-        self.create_dir(dir, 0o755)
-    }
-
-    /// Creates the directory `path` with `mode`, logged.
-    pub(crate) fn create_dir(&mut self, path: &Path, mode: u32) -> Result<()> {
-        fs::create_dir(path).at("cannot create directory", path)?;
-        self.log.push(Action::CreatedDir(path.to_path_buf()));
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .at("cannot set permissions of", path)
-    }
-
-    /// Removes the empty directory `path`, logged.
-    pub(crate) fn remove_dir(&mut self, path: &Path) -> Result<()> {
-        let mode = fs::symlink_metadata(path)
-            .at("cannot read", path)?
-            .permissions()
-            .mode()
-            & 0o7777;
-        fs::remove_dir(path).at("cannot remove directory", path)?;
-        self.log.push(Action::RemovedDir {
-            path: path.to_path_buf(),
-            mode,
-        });
-        Ok(())
-    }
-
-    /// Puts the folder `src` at `dst`, trashing what was at `dst`.
-    pub(crate) fn replace_dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
-        if fs::symlink_metadata(dst).is_ok() {
-            self.trash(dst)?;
-        }
-        self.move_path(src, dst)
-    }
-
-    /// Schedules `path` (file or folder) for deletion when the transaction finishes.
-    pub(crate) fn remove_on_finish(&mut self, path: PathBuf) {
-        self.remove_on_finish.push(path);
-    }
-
-    /// Undoes every logged change, newest first, then deletes the staging folder.
-    pub(crate) fn undo(mut self) -> Result<()> {
-        let mut first_error = None;
-        while let Some(action) = self.log.pop() {
-            let result = match &action {
-                Action::Moved { from, to } => move_path(to, from),
-                Action::CreatedDir(path) => {
-                    fs::remove_dir(path).at("cannot remove directory", path)
-                }
-                Action::RemovedDir { path, mode } => fs::create_dir(path)
-                    .and_then(|_| fs::set_permissions(path, fs::Permissions::from_mode(*mode)))
-                    .at("cannot recreate directory", path),
-            };
-            if let Err(e) = result {
-                tracing::error!("rollback step {action:?} failed: {e}");
-                first_error.get_or_insert(e);
-            }
-        }
-        self.remove_on_finish.clear();
-        self.cleanup();
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Ends a transaction whose outcome is recorded: deletes the trash, the staging folder and
-    /// what was scheduled for removal. Failures here only leave garbage behind, so they are
-    /// logged, not returned.
-    pub(crate) fn finish(mut self) {
-        self.log.clear();
-        for path in std::mem::take(&mut self.remove_on_finish) {
-            if let Err(e) = remove_any(&path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!("cannot remove {}: {e}", path.display());
-            }
-        }
-        self.cleanup();
-    }
-
-    fn cleanup(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            tracing::warn!("cannot remove staging {}: {e}", self.dir.display());
-        }
-        // Remove the shared staging parent when no other transaction uses it.
-        if let Some(parent) = self.dir.parent() {
-            let _ = fs::remove_dir(parent);
-        }
-    }
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path)?.is_dir() {
-        true => fs::remove_dir_all(path),
-        false => fs::remove_file(path),
-    }
-}
-
-/// Renames `from` to `to`; across file systems, copies then removes the source.
-fn move_path(from: &Path, to: &Path) -> Result<()> {
-    match fs::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_tree(from, to).at("cannot copy", to)?;
-            remove_any(from).at("cannot remove", from)
-        }
-        Err(e) => Err(Error::io("cannot move into place", to, e)),
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(from)?;
-    if meta.file_type().is_symlink() {
-        symlink(fs::read_link(from)?, to)
-    } else if meta.is_dir() {
-        fs::create_dir(to)?;
-        for entry in fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        fs::set_permissions(to, meta.permissions())
-    } else {
-        fs::copy(from, to).map(|_| ())
-    }
-}
+use crate::transaction::Transaction;
 
 /// Extracts a verified payload archive into `dest` (a new folder in the staging area). Every
 /// entry is checked by [`walk_payload`] before anything is written; setuid and setgid bits are
@@ -291,7 +97,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn handler_error(error: Error) -> Failure {
+pub(crate) fn handler_error(error: Error) -> Failure {
     // IO failures while installing are the installer's failure in WUA's terms.
     let error = match error {
         Error::Io { .. } => error.with_hresult(WU_E_UH_INSTALLERFAILURE),
@@ -300,18 +106,20 @@ fn handler_error(error: Error) -> Failure {
     Failure::Failed { error, unmapped: 0 }
 }
 
-/// Moves the staged tree into the root, backing up what it replaces; returns the manifest.
+/// Plans moving the staged tree into the root, backing up what it replaces; returns the
+/// manifest. Nothing changes on disk: conflicts (a file where the update has a directory, or
+/// the other way round) are found before any step is taken.
 ///
 /// `previous` is this update's installed manifest when it is reinstalled or upgraded to a new
 /// revision: its paths are overwritten without a new backup and keep the backup they had. (Paths
 /// it has that the new tree lacks are removed by the caller, `handlers::install`.)
-pub(crate) fn apply_tree(
+pub(crate) fn plan_tree(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
     def: &UpdateDefinition,
     stage: &Path,
     previous: Option<&InstalledUpdate>,
-    pct_from: u32,
+    (pct_from, pct_to): (u32, u32),
 ) -> Result<Vec<ManifestEntry>, Failure> {
     let update_id = def.identity.update_id;
     let backups = ctx.backups_of(update_id);
@@ -340,7 +148,7 @@ pub(crate) fn apply_tree(
         if meta.is_dir() {
             match existing {
                 None => {
-                    tx.create_dir(&target, mode).map_err(handler_error)?;
+                    tx.plan_mkdir(&target, mode);
                     manifest.push(ManifestEntry {
                         path: rel_str,
                         kind: EntryKind::Dir,
@@ -390,21 +198,21 @@ pub(crate) fn apply_tree(
         };
         let backup = if let Some(prev) = previous_entries.get(rel_str.as_str()) {
             if existing.is_some() {
-                tx.trash(&target).map_err(handler_error)?;
+                tx.plan_trash(&target);
             }
             prev.backup.clone()
         } else if existing.is_some() {
             let backup_path = backups.join(rel);
-            if fs::symlink_metadata(&backup_path).is_ok() {
-                // Left over from an interrupted earlier attempt: keep it out of the way.
-                tx.trash(&backup_path).map_err(handler_error)?;
+            if tx.exists_after(&backup_path) {
+                // Not owned by any recorded install: keep it out of the way.
+                tx.plan_trash(&backup_path);
             }
-            tx.move_path(&target, &backup_path).map_err(handler_error)?;
+            tx.plan_move(&target, &backup_path);
             Some(rel_str.clone())
         } else {
             None
         };
-        tx.move_path(&staged, &target).map_err(handler_error)?;
+        tx.plan_move(&staged, &target);
         manifest.push(ManifestEntry {
             path: rel_str,
             kind,
@@ -417,7 +225,7 @@ pub(crate) fn apply_tree(
             link_target,
             backup,
         });
-        (ctx.progress)(pct_from + ((100 - pct_from) as usize * (i + 1) / total) as u32);
+        (ctx.progress)(pct_from + ((pct_to - pct_from) as usize * (i + 1) / total) as u32);
     }
     Ok(manifest)
 }
@@ -441,23 +249,25 @@ fn check_parent_inside(canonical_root: &Path, target: &Path) -> Result<(), Failu
     }
 }
 
-/// Removes an installed update's files and restores what they replaced (see [`remove_entries`]).
-pub(crate) fn remove_installed(
+/// Plans removing an installed update's files and restoring what they replaced (see
+/// [`plan_remove_entries`]).
+pub(crate) fn plan_remove_installed(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
     installed: &InstalledUpdate,
 ) -> Result<Vec<Handover>, Failure> {
     let update_id = installed.definition.identity.update_id;
-    let handovers = remove_entries(ctx, tx, installed, installed.files.iter().collect())?;
+    let handovers = plan_remove_entries(ctx, tx, installed, installed.files.iter().collect())?;
     tx.remove_on_finish(ctx.backups_of(update_id));
     tx.remove_on_finish(ctx.scripts_of(update_id));
     Ok(handovers)
 }
 
-/// Removes these manifest entries of an installed update and restores what they replaced.
-/// Where a later update replaced one of its files, the disk is left alone and the backup passes
-/// to that update, so that uninstalling it later restores the state from before both.
-pub(crate) fn remove_entries(
+/// Plans removing these manifest entries of an installed update and restoring what they
+/// replaced. Where a later update replaced one of its files, the disk is left alone and the
+/// backup passes to that update, so that uninstalling it later restores the state from before
+/// both.
+pub(crate) fn plan_remove_entries(
     ctx: &mut Context<'_>,
     tx: &mut Transaction,
     installed: &InstalledUpdate,
@@ -480,13 +290,12 @@ pub(crate) fn remove_entries(
             .find(|(_, seq)| *seq > installed.install_seq);
         if let Some((next, _)) = later_owner {
             let next_backup = ctx.backups_of(next).join(&entry.path);
-            if fs::symlink_metadata(&next_backup).is_ok() {
-                tx.trash(&next_backup).map_err(handler_error)?;
+            if tx.exists_after(&next_backup) {
+                tx.plan_trash(&next_backup);
             }
             let backup = match &entry.backup {
                 Some(b) => {
-                    tx.move_path(&backups.join(b), &next_backup)
-                        .map_err(handler_error)?;
+                    tx.plan_move(&backups.join(b), &next_backup);
                     Some(entry.path.clone())
                 }
                 None => None,
@@ -501,12 +310,14 @@ pub(crate) fn remove_entries(
         let existing = fs::symlink_metadata(&target).ok();
         match entry.kind {
             EntryKind::Dir => {
+                // Empty once the steps planned for its children have run.
                 let empty = existing.is_some_and(|m| m.is_dir())
                     && fs::read_dir(&target)
-                        .map(|mut d| d.next().is_none())
-                        .unwrap_or(false);
+                        .at("cannot list", &target)?
+                        .filter_map(|e| e.ok())
+                        .all(|child| !tx.exists_after(&child.path()));
                 if empty {
-                    tx.remove_dir(&target).map_err(handler_error)?;
+                    tx.plan_rmdir(&target)?;
                 } else if let Some(owner) = ctx.store.owner_below(&entry.path, update_id)? {
                     handovers.push(Handover::Dir {
                         to_update: owner,
@@ -516,11 +327,10 @@ pub(crate) fn remove_entries(
             }
             EntryKind::File | EntryKind::Symlink => {
                 if existing.is_some_and(|m| !m.is_dir()) {
-                    tx.trash(&target).map_err(handler_error)?;
+                    tx.plan_trash(&target);
                 }
                 if let Some(b) = &entry.backup {
-                    tx.move_path(&backups.join(b), &target)
-                        .map_err(handler_error)?;
+                    tx.plan_move(&backups.join(b), &target);
                 }
             }
         }

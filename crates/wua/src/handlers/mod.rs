@@ -4,10 +4,11 @@
 //! * `command` runs a program from the payload that writes what it installs under `$DESTDIR`
 //!   (the convention of `make install DESTDIR=…`), then installs that tree like `files`.
 //!
-//! Both end in the same transaction ([`files::apply_tree`]): every path the update replaces is
-//! moved to the update's backup folder first, and any failure or abort midway undoes every step
-//! taken, so the root is left as it was before that update. Uninstall reverses the manifest and
-//! restores the backups. Failures map to the `WU_E_UH_*` codes.
+//! Both end in the same crash-safe [`Transaction`]: the steps that put the staged tree in place
+//! (every path the update replaces is moved to the update's backup folder first) are planned
+//! and journalled, then run; any failure, abort or crash midway is undone, so the root is left
+//! as it was before that update. Uninstall reverses the manifest and restores the backups.
+//! Failures map to the `WU_E_UH_*` codes.
 
 pub(crate) mod command;
 pub(crate) mod files;
@@ -20,7 +21,8 @@ use uuid::Uuid;
 use crate::catalog::{Catalog, HandlerSpec, UpdateDefinition};
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::HResult;
-use crate::store::{InstalledUpdate, ManifestEntry, Store};
+use crate::store::{Handover, InstalledUpdate, ManifestEntry, Store, UpdateHistoryEntry};
+use crate::transaction::{ApplyError, Transaction};
 
 /// The name of the folder inside the target root that holds in-flight transactions. Inside the
 /// root so that moving staged content into place is a rename on one file system.
@@ -92,53 +94,64 @@ pub(crate) struct Installed {
     pub manifest: Vec<ManifestEntry>,
     pub outcome: Outcome,
     /// What removing the previous revision's obsolete paths passed to other updates.
-    pub handovers: Vec<crate::store::Handover>,
-    /// The transaction, still holding what must be cleaned up or undone.
-    pub tx: files::Transaction,
+    pub handovers: Vec<Handover>,
+    /// The applied transaction, to finish once the store has committed (or undo if it fails).
+    pub tx: Transaction,
 }
 
-/// Installs `def` into the root. On success nothing is recorded yet: the caller commits the
-/// returned manifest to the store, then calls `tx.finish()`, or `tx.undo()` if the commit fails.
+/// The job's view of a transaction-to-be: what the journal header records.
+pub(crate) struct TxStart<'a> {
+    /// The history entry recovery records if the operation is found interrupted.
+    pub history: &'a UpdateHistoryEntry,
+    /// False with `unsafe_io`: skip the `syncfs` calls.
+    pub durable: bool,
+}
+
+/// Installs `def` into the root through a crash-safe transaction. On success the root holds the
+/// update and nothing is recorded yet: the caller commits the manifest to the store with the
+/// transaction id, then calls `tx.finish()`, or `tx.undo()` if the commit fails.
 pub(crate) fn install(
     ctx: &mut Context<'_>,
     catalog: &Catalog,
     def: &UpdateDefinition,
     previous: Option<&InstalledUpdate>,
+    start: TxStart<'_>,
 ) -> Result<Installed, Failure> {
     let payload = catalog.open_verified_payload(&def.payload)?;
-    let mut tx = files::Transaction::begin(ctx.root)?;
+    let mut tx = Transaction::begin(ctx.root, ctx.state_dir, start.history, start.durable)
+        .map_err(files::handler_error)?;
     let result = (|| {
         let stage = tx.dir().join("tree");
-        match &def.handler {
+        let outcome = match &def.handler {
             HandlerSpec::Files {} => {
-                files::extract(ctx, payload, &def.payload, &stage, 0, 80)?;
-                let manifest = files::apply_tree(ctx, &mut tx, def, &stage, previous, 80)?;
-                let handovers = remove_obsolete(ctx, &mut tx, previous, &manifest)?;
-                if previous.is_some() {
-                    // An earlier command revision's saved uninstall payload is obsolete.
-                    tx.remove_on_finish(ctx.scripts_of(def.identity.update_id));
-                }
-                Ok((manifest, Outcome::default(), handovers))
+                files::extract(ctx, payload, &def.payload, &stage, 0, 60)?;
+                Outcome::default()
             }
-            HandlerSpec::Command { install, uninstall } => {
+            HandlerSpec::Command { install, .. } => {
                 let work = tx.dir().join("work");
                 files::extract(ctx, payload, &def.payload, &work, 0, 20)?;
                 std::fs::create_dir_all(&stage).at("cannot create directory", &stage)?;
-                let outcome = command::run(ctx, def, install, &work, Some(&stage))?;
-                (ctx.progress)(80);
-                let manifest = files::apply_tree(ctx, &mut tx, def, &stage, previous, 80)?;
-                let handovers = remove_obsolete(ctx, &mut tx, previous, &manifest)?;
-                let scripts = ctx.scripts_of(def.identity.update_id);
-                if uninstall.is_some() {
-                    // Keep the payload so the uninstall command can run without the catalog,
-                    // as dpkg keeps maintainer scripts.
-                    tx.replace_dir(&work, &scripts)?;
-                } else if previous.is_some() {
-                    tx.remove_on_finish(scripts);
-                }
-                Ok((manifest, outcome, handovers))
+                command::run(ctx, def, install, &work, Some(&stage))?
             }
+        };
+        tx.sync_staged().map_err(files::handler_error)?;
+        (ctx.progress)(60);
+        let manifest = files::plan_tree(ctx, &mut tx, def, &stage, previous, (60, 90))?;
+        let handovers = plan_obsolete(ctx, &mut tx, previous, &manifest)?;
+        let scripts = ctx.scripts_of(def.identity.update_id);
+        match &def.handler {
+            HandlerSpec::Command {
+                uninstall: Some(_), ..
+            } => {
+                // Keep the payload so the uninstall command can run without the catalog, as
+                // dpkg keeps maintainer scripts.
+                tx.plan_replace_dir(&tx.dir().join("work"), &scripts);
+            }
+            _ if previous.is_some() => tx.remove_on_finish(scripts),
+            _ => {}
         }
+        apply(ctx, &mut tx)?;
+        Ok((manifest, outcome, handovers))
     })();
     match result {
         Ok((manifest, outcome, handovers)) => {
@@ -150,27 +163,41 @@ pub(crate) fn install(
                 tx,
             })
         }
-        Err(failure) => {
-            if let Err(undo) = tx.undo() {
-                tracing::error!("undoing the failed install of {} failed: {undo}", def.title);
-                return Err(Failure::Failed {
-                    error: undo,
-                    unmapped: 0,
-                });
+        Err(failure) => Err(undo(tx, failure, &def.title)),
+    }
+}
+
+/// Runs the planned steps, mapping an abort and IO failures to handler failures.
+fn apply(ctx: &Context<'_>, tx: &mut Transaction) -> Result<(), Failure> {
+    match tx.apply(&|| ctx.aborted()) {
+        Ok(()) => Ok(()),
+        Err(ApplyError::Aborted) => Err(Failure::Aborted),
+        Err(ApplyError::Failed(e)) => Err(files::handler_error(e)),
+    }
+}
+
+/// Undoes a failed transaction; a failing undo is the error reported.
+fn undo(tx: Transaction, failure: Failure, title: &str) -> Failure {
+    match tx.undo() {
+        Ok(()) => failure,
+        Err(undo) => {
+            tracing::error!("undoing the failed operation on {title} failed: {undo}");
+            Failure::Failed {
+                error: undo,
+                unmapped: 0,
             }
-            Err(failure)
         }
     }
 }
 
-/// On a reinstall or upgrade, removes what the installed revision put in the root that the new
-/// one does not ship, restoring what it had replaced, as an uninstall would.
-fn remove_obsolete(
+/// On a reinstall or upgrade, plans removing what the installed revision put in the root that
+/// the new one does not ship, restoring what it had replaced, as an uninstall would.
+fn plan_obsolete(
     ctx: &mut Context<'_>,
-    tx: &mut files::Transaction,
+    tx: &mut Transaction,
     previous: Option<&InstalledUpdate>,
     manifest: &[ManifestEntry],
-) -> Result<Vec<crate::store::Handover>, Failure> {
+) -> Result<Vec<Handover>, Failure> {
     let Some(previous) = previous else {
         return Ok(Vec::new());
     };
@@ -181,36 +208,44 @@ fn remove_obsolete(
         .iter()
         .filter(|e| !shipped.contains(e.path.as_str()))
         .collect();
-    files::remove_entries(ctx, tx, previous, obsolete)
+    files::plan_remove_entries(ctx, tx, previous, obsolete)
 }
 
 /// What uninstalling produced (see [`install`] for the commit protocol).
 pub(crate) struct Uninstalled {
     pub outcome: Outcome,
-    pub handovers: Vec<crate::store::Handover>,
-    pub tx: files::Transaction,
+    pub handovers: Vec<Handover>,
+    pub tx: Transaction,
 }
 
-/// Uninstalls `installed` from the root: runs its uninstall command if it has one, then removes
-/// its files and restores what they replaced.
+/// Uninstalls `installed` from the root through a crash-safe transaction: runs its uninstall
+/// command if it has one, then removes its files and restores what they replaced.
 pub(crate) fn uninstall(
     ctx: &mut Context<'_>,
     installed: &InstalledUpdate,
+    start: TxStart<'_>,
 ) -> Result<Uninstalled, Failure> {
     let def = &installed.definition;
-    let mut outcome = Outcome::default();
-    if let HandlerSpec::Command {
-        uninstall: Some(spec),
-        ..
-    } = &def.handler
-    {
-        let scripts = ctx.scripts_of(def.identity.update_id);
-        outcome = command::run(ctx, def, spec, &scripts, None)?;
-    }
-    (ctx.progress)(30);
-    let mut tx = files::Transaction::begin(ctx.root)?;
-    match files::remove_installed(ctx, &mut tx, installed) {
-        Ok(handovers) => {
+    let mut tx = Transaction::begin(ctx.root, ctx.state_dir, start.history, start.durable)
+        .map_err(files::handler_error)?;
+    let result = (|| {
+        let mut outcome = Outcome::default();
+        if let HandlerSpec::Command {
+            uninstall: Some(spec),
+            ..
+        } = &def.handler
+        {
+            let scripts = ctx.scripts_of(def.identity.update_id);
+            outcome = command::run(ctx, def, spec, &scripts, None)?;
+        }
+        tx.sync_staged().map_err(files::handler_error)?;
+        (ctx.progress)(30);
+        let handovers = files::plan_remove_installed(ctx, &mut tx, installed)?;
+        apply(ctx, &mut tx)?;
+        Ok((outcome, handovers))
+    })();
+    match result {
+        Ok((outcome, handovers)) => {
             (ctx.progress)(100);
             Ok(Uninstalled {
                 outcome,
@@ -218,18 +253,6 @@ pub(crate) fn uninstall(
                 tx,
             })
         }
-        Err(failure) => {
-            if let Err(undo) = tx.undo() {
-                tracing::error!(
-                    "undoing the failed uninstall of {} failed: {undo}",
-                    def.title
-                );
-                return Err(Failure::Failed {
-                    error: undo,
-                    unmapped: 0,
-                });
-            }
-            Err(failure)
-        }
+        Err(failure) => Err(undo(tx, failure, &def.title)),
     }
 }
