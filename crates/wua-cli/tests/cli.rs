@@ -23,6 +23,8 @@ fn example_catalog() -> PathBuf {
 struct Agent {
     dir: TempDir,
     catalog: PathBuf,
+    /// A state directory elsewhere than the default one inside `dir`.
+    state_override: Option<PathBuf>,
 }
 
 impl Agent {
@@ -30,7 +32,11 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("boot_id"), "boot-1\n").unwrap();
         fs::create_dir(dir.path().join("root")).unwrap();
-        Agent { dir, catalog }
+        Agent {
+            dir,
+            catalog,
+            state_override: None,
+        }
     }
 
     fn root(&self) -> PathBuf {
@@ -38,7 +44,9 @@ impl Agent {
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state_override
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("state"))
     }
 
     /// Simulates a restart: a new boot id.
@@ -571,4 +579,149 @@ fn completions_and_man_page_are_generated() {
         "{}",
         &out.stdout[..200.min(out.stdout.len())]
     );
+}
+
+/// A catalog with one `files` update that replaces `etc/big.conf` (and adds a file in a new
+/// directory), for the fault tests below.
+fn replacing_catalog(dir: &Path) -> PathBuf {
+    let src = dir.join("src/01-replace");
+    fs::create_dir_all(src.join("payload/etc")).unwrap();
+    fs::create_dir_all(src.join("payload/usr/share/big")).unwrap();
+    fs::write(
+        src.join("update.json"),
+        r#"{"identity":{"update_id":"22222222-3333-4444-8555-666666666666","revision_number":1},
+            "title":"Replacer","handler":{"kind":"files"}}"#,
+    )
+    .unwrap();
+    fs::write(src.join("payload/etc/big.conf"), "new\n").unwrap();
+    fs::write(src.join("payload/usr/share/big/readme"), "readme\n").unwrap();
+    let out = dir.join("catalog");
+    wua::catalog::build(&dir.join("src"), &out).unwrap();
+    out
+}
+
+/// A tmpfs mounted for the life of the value.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` at `dir`, where the system allows it (root, or a user with
+    /// the capability); `None` otherwise.
+    fn mount(dir: &Path, size: &str) -> Option<SmallFs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_midway_rolls_back_and_names_the_path() {
+    let fixtures = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(replacing_catalog(fixtures.path()));
+    // The file the update replaces is larger than the state directory's file system, so moving
+    // it to the backups (a copy, across file systems) runs out of space midway through the
+    // transaction. Without the right to mount, the same failure is injected at that point.
+    fs::create_dir_all(agent.root().join("etc")).unwrap();
+    fs::write(
+        agent.root().join("etc/big.conf"),
+        vec![b'x'; 3 * 1024 * 1024],
+    )
+    .unwrap();
+    let before = snapshot(&agent.root());
+    let small_state = agent.dir.path().join("small-state");
+    let mount = SmallFs::mount(&small_state, "1m");
+    let out = match &mount {
+        Some(_) => {
+            agent.state_override = Some(small_state.clone());
+            agent.run(&["install", "--all"])
+        }
+        None => {
+            let out = agent
+                .cmd()
+                .args(["install", "--all"])
+                .env(wua::checkpoint::FAIL_AT, "install:applying")
+                .output()
+                .unwrap();
+            Output {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    };
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("No space left on device"), "{out:?}");
+    if mount.is_some() {
+        assert!(
+            out.stderr
+                .contains(&small_state.join("backups").display().to_string()),
+            "the error names the path: {out:?}"
+        );
+    }
+    assert_eq!(snapshot(&agent.root()), before, "the root changed");
+    let (_, history) = agent.json(&["history"]);
+    assert_eq!(
+        history["entries"][0]["result_code"], "failed",
+        "{history:#}\n{out:?}"
+    );
+    assert_eq!(
+        history["entries"][0]["hresult"]["name"],
+        "WU_E_UH_INSTALLERFAILURE"
+    );
+    drop(mount);
+}
+
+#[test]
+fn a_permission_error_midway_rolls_back_and_names_the_path() {
+    use std::os::unix::process::CommandExt;
+    let fixtures = tempfile::tempdir().unwrap();
+    let agent = Agent::new(replacing_catalog(fixtures.path()));
+    let root = agent.root();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/big.conf"), "old\n").unwrap();
+    // usr/ is writable, etc/ is not: the new directory under usr/ is created, then replacing
+    // etc/big.conf fails and everything is undone.
+    fs::create_dir_all(root.join("usr")).unwrap();
+    let mut cmd = agent.cmd();
+    cmd.args(["install", "--all"]);
+    let as_root = wua::session::current_uid() == 0;
+    if as_root {
+        // Root may write anywhere: run wua as "nobody", owning everything but etc/.
+        let nobody = 65534;
+        for p in [
+            agent.dir.path().to_path_buf(),
+            root.clone(),
+            root.join("usr"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
+        }
+        // The catalog stays root's, readable by all.
+        fs::set_permissions(fixtures.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        cmd.uid(nobody).gid(nobody);
+    } else {
+        fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let before = snapshot(&root);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(
+        stderr.contains("etc/big.conf"),
+        "the error names the path: {stderr}"
+    );
+    if !as_root {
+        fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(snapshot(&root), before, "the root changed");
 }

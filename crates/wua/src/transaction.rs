@@ -293,8 +293,10 @@ impl Transaction {
             if i == half {
                 self.checkpoint("applying")?;
             }
-            run_step(&self.steps[i])?;
+            // Counted before it runs: a step that fails may have done part of its work (a
+            // partial copy across file systems), and its undo is safe either way.
             self.executed = i + 1;
+            run_step(&self.steps[i])?;
         }
         if self.steps.is_empty() {
             self.checkpoint("applying")?;
