@@ -569,3 +569,188 @@ fn read_journal(path: &Path) -> Option<(Header, Option<Plan>)> {
         .and_then(|l| serde_json::from_str::<Plan>(&l).ok());
     Some((header, plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_definition;
+    use crate::hresult::S_OK;
+    use crate::model::UpdateIdentity;
+
+    fn history(op: UpdateOperation) -> UpdateHistoryEntry {
+        UpdateHistoryEntry {
+            operation: op,
+            result_code: OperationResultCode::InProgress,
+            hresult: S_OK,
+            unmapped_result_code: 0,
+            date: Timestamp::now(),
+            update_identity: UpdateIdentity {
+                update_id: Uuid::from_u128(5),
+                revision_number: 1,
+            },
+            title: "T".into(),
+            description: String::new(),
+            client_application_id: "test".into(),
+            server_selection: 0,
+            service_id: String::new(),
+            support_url: String::new(),
+            uninstallation_notes: String::new(),
+            uninstallation_steps: vec![],
+            categories: vec![],
+        }
+    }
+
+    /// A root with `etc/a` (original), and a transaction that replaces it, backing the original
+    /// up, and adds `etc/new/b`; applied, then "crashed" (dropped without undo or finish).
+    fn crashed_install(root: &Path, state: &Path) -> Uuid {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/a"), "original").unwrap();
+        let mut tx =
+            Transaction::begin(root, state, &history(UpdateOperation::Installation), true).unwrap();
+        let staged = tx.dir().join("tree");
+        fs::create_dir_all(staged.join("etc/new")).unwrap();
+        fs::write(staged.join("etc/a"), "new").unwrap();
+        fs::write(staged.join("etc/new/b"), "b").unwrap();
+        tx.plan_move(&root.join("etc/a"), &state.join("backups/x/etc/a"));
+        tx.plan_move(&staged.join("etc/a"), &root.join("etc/a"));
+        tx.plan_mkdir(&root.join("etc/new"), 0o755);
+        tx.plan_move(&staged.join("etc/new/b"), &root.join("etc/new/b"));
+        tx.remove_on_finish(state.join("obsolete"));
+        tx.apply(&|| false).unwrap();
+        assert_eq!(fs::read_to_string(root.join("etc/a")).unwrap(), "new");
+        let txid = tx.txid();
+        std::mem::forget(tx); // the process dies here
+        txid
+    }
+
+    #[test]
+    fn recovery_rolls_back_an_uncommitted_transaction_and_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+        crashed_install(&root, &state);
+        let store = Store::open(&state, "boot").unwrap();
+        let report = recover(&root, &store).unwrap();
+        assert_eq!(
+            report.rolled_back,
+            [(UpdateOperation::Installation, "T".to_string())]
+        );
+        assert_eq!(fs::read_to_string(root.join("etc/a")).unwrap(), "original");
+        assert!(!root.join("etc/new").exists());
+        assert!(!root.join(STAGING_DIR).exists());
+        assert!(!state.join("backups/x/etc/a").exists());
+        let entry = &store.query_history(0, 1).unwrap()[0];
+        assert_eq!(entry.result_code, OperationResultCode::Aborted);
+        assert_eq!(entry.hresult, WU_E_SERVICE_STOP);
+        // Running it again finds nothing to do.
+        let again = recover(&root, &store).unwrap();
+        assert!(again.rolled_back.is_empty() && again.completed.is_empty());
+    }
+
+    #[test]
+    fn recovery_finishes_a_committed_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+        let store = Store::open(&state, "boot").unwrap();
+        fs::create_dir_all(state.join("obsolete")).unwrap();
+        let txid = crashed_install(&root, &state);
+        let def = test_definition(Uuid::from_u128(5));
+        let mut h = history(UpdateOperation::Installation);
+        h.result_code = OperationResultCode::Succeeded;
+        store
+            .commit_install(&def, &[], &[], &h, None, txid)
+            .unwrap();
+        let report = recover(&root, &store).unwrap();
+        assert_eq!(report.completed.len(), 1);
+        assert_eq!(fs::read_to_string(root.join("etc/a")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(root.join("etc/new/b")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(state.join("backups/x/etc/a")).unwrap(),
+            "original"
+        );
+        assert!(
+            !state.join("obsolete").exists(),
+            "scheduled removals are done"
+        );
+        assert!(!root.join(STAGING_DIR).exists());
+        assert!(!store.transaction_committed(txid).unwrap());
+        assert_eq!(store.total_history_count().unwrap(), 1, "no extra entry");
+    }
+
+    #[test]
+    fn a_crash_before_the_plan_was_written_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("keep"), "k").unwrap();
+        let tx = Transaction::begin(
+            &root,
+            &state,
+            &history(UpdateOperation::Uninstallation),
+            false,
+        )
+        .unwrap();
+        fs::write(tx.dir().join("half-staged"), "x").unwrap();
+        std::mem::forget(tx);
+        let store = Store::open(&state, "boot").unwrap();
+        let report = recover(&root, &store).unwrap();
+        assert_eq!(report.rolled_back.len(), 1);
+        assert_eq!(fs::read_to_string(root.join("keep")).unwrap(), "k");
+        assert!(!root.join(STAGING_DIR).exists());
+        assert_eq!(
+            store.query_history(0, 1).unwrap()[0].operation,
+            UpdateOperation::Uninstallation
+        );
+    }
+
+    #[test]
+    fn undo_handles_steps_that_ran_partly_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let d = dir.path().join("d");
+        fs::write(&a, "a").unwrap();
+        // Not run: nothing happens.
+        undo_step(&Step::Move {
+            from: a.clone(),
+            to: b.clone(),
+        })
+        .unwrap();
+        assert!(a.exists() && !b.exists());
+        // A partial copy at the destination while the source is intact: removed.
+        fs::write(&b, "partial").unwrap();
+        undo_step(&Step::Move {
+            from: a.clone(),
+            to: b.clone(),
+        })
+        .unwrap();
+        assert!(a.exists() && !b.exists());
+        // Done: moved back.
+        fs::rename(&a, &b).unwrap();
+        undo_step(&Step::Move {
+            from: a.clone(),
+            to: b.clone(),
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a");
+        // A created directory that is not empty stays (something else put a file there).
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("f"), "").unwrap();
+        undo_step(&Step::Mkdir {
+            path: d.clone(),
+            mode: 0o755,
+        })
+        .unwrap();
+        assert!(d.exists());
+        // A removed directory comes back with its mode.
+        let r = dir.path().join("r");
+        undo_step(&Step::Rmdir {
+            path: r.clone(),
+            mode: 0o700,
+        })
+        .unwrap();
+        assert_eq!(
+            fs::metadata(&r).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+}
