@@ -11,7 +11,6 @@
 //! job goes on. After [`InstallationJob::clean_up`] returns, no callback of that job runs.
 
 use std::fmt;
-use std::fs::File;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -25,9 +24,10 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::handlers::{self, Failure};
 use crate::hresult::*;
+use crate::lock::InstallLock;
 use crate::model::{
     InstallationImpact, InstallationRebootBehavior, OperationResultCode, Update, UpdateCollection,
     UpdateOperation,
@@ -42,8 +42,7 @@ use crate::store::UpdateHistoryEntry;
 /// one constant flips the choice.
 pub const BUSY: HResult = WU_E_INSTALL_NOT_ALLOWED;
 
-/// The lock file in the state directory that makes installs exclusive across processes.
-pub const LOCK_FILE: &str = "install.lock";
+pub use crate::lock::LOCK_FILE;
 
 /// `IUpdateInstallationResult`: the result for one update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -519,11 +518,8 @@ impl UpdateInstaller {
     /// `IsBusy`: an install or uninstall is running against this agent state now, in this or
     /// another process. Advisory, as in WUA: it reserves nothing (`iupdateinstaller-get_isbusy`).
     pub fn is_busy(&self) -> bool {
-        match self.try_lock() {
-            Ok(Some(_guard)) => false,
-            Ok(None) => true,
-            Err(_) => false,
-        }
+        // Tested, not taken: probing must never make a concurrent begin_install fail.
+        InstallLock::is_held(&self.agent.config.state_dir).unwrap_or(false)
     }
 
     /// `RebootRequiredBeforeInstallation`: a mandatory reboot from an earlier install or
@@ -732,42 +728,6 @@ impl UpdateInstaller {
             .spawn(move || worker.run(worker_job, lock_file))
             .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
         Ok(job)
-    }
-}
-
-/// The held install lock; dropping it releases the lock.
-///
-/// It unlocks explicitly rather than by closing the file: a `flock` lock belongs to the open
-/// file description, which a child process forked by another thread of the host shares until it
-/// execs. Closing only our descriptor would leave the lock held through the child's copy for
-/// that moment, and the next install would be refused as busy.
-pub(crate) struct InstallLock(File);
-
-impl InstallLock {
-    /// Takes the install lock of the agent state in `state_dir` if it is free (`Ok(None)` when
-    /// another job, in this process or another, holds it).
-    pub(crate) fn try_acquire(state_dir: &std::path::Path) -> Result<Option<InstallLock>> {
-        std::fs::create_dir_all(state_dir).at("cannot create state directory", state_dir)?;
-        let path = state_dir.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at("cannot open lock file", &path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(InstallLock(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-        }
-    }
-}
-
-impl Drop for InstallLock {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.unlock() {
-            tracing::warn!("cannot release the install lock: {e}");
-        }
     }
 }
 

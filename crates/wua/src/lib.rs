@@ -36,6 +36,7 @@ pub mod error;
 pub mod handlers;
 pub mod hresult;
 pub mod install;
+mod lock;
 pub mod model;
 pub mod session;
 pub mod store;

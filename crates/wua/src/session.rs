@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::hresult::WU_E_INVALID_FILE;
-use crate::install::{InstallLock, UpdateInstaller};
+use crate::install::UpdateInstaller;
+use crate::lock::InstallLock;
 use crate::model::{Update, UpdateCollection};
 use crate::store::{Store, UpdateHistoryEntry};
 
@@ -121,7 +122,11 @@ impl UpdateSession {
         let store = Arc::new(Store::open(&config.state_dir, config.boot_id()?)?);
         // Settle what a crash left behind, unless a job (here or in another process) holds the
         // install lock: then its transactions are not interrupted, only running.
-        if let Some(_lock) = InstallLock::try_acquire(&config.state_dir)? {
+        // Only when something is there to settle: taking the lock for nothing could make a
+        // concurrent begin_install fail.
+        if crate::transaction::pending(&config.root)
+            && let Some(_lock) = InstallLock::try_acquire(&config.state_dir)?
+        {
             crate::transaction::recover(&config.root, &store)?;
         }
         Ok(UpdateSession {

@@ -505,6 +505,11 @@ pub struct RecoveryReport {
     pub completed: Vec<(UpdateOperation, String)>,
 }
 
+/// Whether `root` has transaction folders (interrupted, or running in another process).
+pub fn pending(root: &Path) -> bool {
+    root.join(STAGING_DIR).exists()
+}
+
 /// Finds transactions a crash interrupted under `root` and settles each: finished if the store
 /// has its commit, rolled back (and recorded in history) if not. The caller must hold the
 /// install lock.

@@ -18,6 +18,40 @@ use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_OPERATIONCANCELLED};
 use crate::store::{EntryKind, Handover, InstalledUpdate, ManifestEntry};
 use crate::transaction::Transaction;
 
+/// SHA-256 of extracted files, by path relative to the extraction folder.
+pub(crate) type Digests = HashMap<PathBuf, String>;
+
+/// A writer that hashes what passes through it.
+struct HashingWriter {
+    inner: File,
+    ctx: aws_lc_rs::digest::Context,
+}
+
+impl HashingWriter {
+    fn new(inner: File) -> Self {
+        HashingWriter {
+            inner,
+            ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        }
+    }
+
+    fn finish(self) -> (File, String) {
+        (self.inner, hex::encode(self.ctx.finish().as_ref()))
+    }
+}
+
+impl io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Extracts a verified payload archive into `dest` (a new folder in the staging area). Every
 /// entry is checked by [`walk_payload`] before anything is written; setuid and setgid bits are
 /// dropped. Reports progress from `pct_from` to `pct_to`.
@@ -28,10 +62,11 @@ pub(crate) fn extract(
     dest: &Path,
     pct_from: u32,
     pct_to: u32,
-) -> Result<(), Failure> {
+) -> Result<Digests, Failure> {
     fs::create_dir_all(dest).at("cannot create directory", dest)?;
     let span = u64::from(pct_to - pct_from);
     let mut written = 0u64;
+    let mut digests = Digests::new();
     let result = walk_payload(payload, meta, |entry, data| {
         if ctx.aborted() {
             return Err(Error::code(WU_E_UH_OPERATIONCANCELLED, "abort requested"));
@@ -49,9 +84,13 @@ pub(crate) fn extract(
                     .at("cannot set permissions of", &target)?;
             }
             PayloadEntryKind::File => {
-                let mut out = File::create_new(&target).at("cannot create", &target)?;
+                let out = File::create_new(&target).at("cannot create", &target)?;
+                // Hash while writing, so planning need not read the file again.
+                let mut out = HashingWriter::new(out);
                 let copied = io::copy(&mut data.take(entry.size), &mut out)
                     .at("cannot extract payload into", &target)?;
+                let (out, digest) = out.finish();
+                digests.insert(entry.path.clone(), digest);
                 if copied != entry.size {
                     return Err(invalid_payload(&entry.path, "the archive is truncated"));
                 }
@@ -71,7 +110,7 @@ pub(crate) fn extract(
     match result {
         Ok(()) => {
             (ctx.progress)(pct_to);
-            Ok(())
+            Ok(digests)
         }
         Err(e) if e.hresult() == WU_E_UH_OPERATIONCANCELLED => Err(Failure::Aborted),
         Err(e) => Err(e.into()),
@@ -118,6 +157,7 @@ pub(crate) fn plan_tree(
     tx: &mut Transaction,
     def: &UpdateDefinition,
     stage: &Path,
+    known: &Digests,
     previous: Option<&InstalledUpdate>,
     (pct_from, pct_to): (u32, u32),
 ) -> Result<Vec<ManifestEntry>, Failure> {
@@ -192,8 +232,13 @@ pub(crate) fn plan_tree(
                 Some(link.to_string_lossy().into_owned()),
             )
         } else {
-            let mut f = File::open(&staged).at("cannot read", &staged)?;
-            let (digest, _) = sha256_reader(&mut f).at("cannot read", &staged)?;
+            let digest = match known.get(rel) {
+                Some(d) => d.clone(),
+                None => {
+                    let mut f = File::open(&staged).at("cannot read", &staged)?;
+                    sha256_reader(&mut f).at("cannot read", &staged)?.0
+                }
+            };
             (EntryKind::File, Some(digest), None)
         };
         let backup = if let Some(prev) = previous_entries.get(rel_str.as_str()) {

@@ -122,21 +122,23 @@ pub(crate) fn install(
         .map_err(files::handler_error)?;
     let result = (|| {
         let stage = tx.dir().join("tree");
-        let outcome = match &def.handler {
+        let (outcome, digests) = match &def.handler {
             HandlerSpec::Files {} => {
-                files::extract(ctx, payload, &def.payload, &stage, 0, 60)?;
-                Outcome::default()
+                let digests = files::extract(ctx, payload, &def.payload, &stage, 0, 60)?;
+                (Outcome::default(), digests)
             }
             HandlerSpec::Command { install, .. } => {
                 let work = tx.dir().join("work");
                 files::extract(ctx, payload, &def.payload, &work, 0, 20)?;
                 std::fs::create_dir_all(&stage).at("cannot create directory", &stage)?;
-                command::run(ctx, def, install, &work, Some(&stage))?
+                // What the command wrote is hashed while planning.
+                let outcome = command::run(ctx, def, install, &work, Some(&stage))?;
+                (outcome, files::Digests::new())
             }
         };
         tx.sync_staged().map_err(files::handler_error)?;
         (ctx.progress)(60);
-        let manifest = files::plan_tree(ctx, &mut tx, def, &stage, previous, (60, 90))?;
+        let manifest = files::plan_tree(ctx, &mut tx, def, &stage, &digests, previous, (60, 90))?;
         let handovers = plan_obsolete(ctx, &mut tx, previous, &manifest)?;
         let scripts = ctx.scripts_of(def.identity.update_id);
         match &def.handler {
