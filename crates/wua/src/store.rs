@@ -408,7 +408,8 @@ impl Store {
     pub(crate) fn owners_of(&self, path: &str, except: Uuid) -> Result<Vec<(Uuid, i64)>> {
         let conn = self.conn();
         (|| {
-            let mut stmt = conn.prepare(
+            // Called once per path of an uninstall: keep the statement prepared.
+            let mut stmt = conn.prepare_cached(
                 "SELECT f.update_id, u.install_seq FROM installed_files f
                  JOIN installed_updates u ON u.update_id = f.update_id
                  WHERE f.path = ?1 AND f.update_id != ?2 ORDER BY u.install_seq",
@@ -424,17 +425,22 @@ impl Store {
 
     /// Another installed update with something below the directory `dir`, if any.
     pub(crate) fn owner_below(&self, dir: &str, except: Uuid) -> Result<Option<Uuid>> {
-        let prefix = format!("{dir}/");
-        self.conn()
-            .query_row(
+        // Paths below `dir` sort between "dir/" and "dir0" ('0' follows '/'): a range the path
+        // index answers without scanning the table.
+        let (low, high) = (format!("{dir}/"), format!("{dir}0"));
+        let conn = self.conn();
+        (|| {
+            let mut stmt = conn.prepare_cached(
                 "SELECT update_id FROM installed_files
-                 WHERE substr(path, 1, length(?1)) = ?1 AND update_id != ?2 LIMIT 1",
-                params![prefix, except.to_string()],
-                |r| r.get::<_, String>(0),
-            )
+                 WHERE path >= ?1 AND path < ?2 AND update_id != ?3 LIMIT 1",
+            )?;
+            stmt.query_row(params![low, high, except.to_string()], |r| {
+                r.get::<_, String>(0)
+            })
             .optional()
-            .map(|o| o.and_then(|id| Uuid::parse_str(&id).ok()))
-            .map_err(|e| db_error(&self.path, e))
+        })()
+        .map(|o| o.and_then(|id| Uuid::parse_str(&id).ok()))
+        .map_err(|e| db_error(&self.path, e))
     }
 
     /// Records a successful install: the update, its manifest, what it passed on to other

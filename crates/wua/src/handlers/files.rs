@@ -2,7 +2,7 @@
 //! (and how an installed update's files come out again) as steps of a crash-safe
 //! [`Transaction`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -20,6 +20,21 @@ use crate::transaction::Transaction;
 
 /// SHA-256 of extracted files, by path relative to the extraction folder.
 pub(crate) type Digests = HashMap<PathBuf, String>;
+
+/// `io::copy` with a large buffer: fewer write calls for large files.
+fn copy_large(from: &mut impl Read, to: &mut impl io::Write, buffer: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
+}
 
 /// A writer that hashes what passes through it.
 struct HashingWriter {
@@ -67,17 +82,26 @@ pub(crate) fn extract(
     let span = u64::from(pct_to - pct_from);
     let mut written = 0u64;
     let mut digests = Digests::new();
+    let mut made: HashSet<PathBuf> = HashSet::from([dest.to_path_buf()]);
+    let mut buffer = vec![0u8; 1 << 20];
     let result = walk_payload(payload, meta, |entry, data| {
         if ctx.aborted() {
             return Err(Error::code(WU_E_UH_OPERATIONCANCELLED, "abort requested"));
         }
         let target = dest.join(&entry.path);
-        if let Some(parent) = target.parent() {
+        // Archives list parents first, so creating a parent is rarely needed; remembering what
+        // exists saves a failing mkdir per file.
+        if let Some(parent) = target.parent()
+            && !made.contains(parent)
+        {
             fs::create_dir_all(parent).at("cannot create directory", parent)?;
+            made.insert(parent.to_path_buf());
         }
         match &entry.kind {
             PayloadEntryKind::Dir => {
-                fs::create_dir_all(&target).at("cannot create directory", &target)?;
+                if made.insert(target.clone()) {
+                    fs::create_dir_all(&target).at("cannot create directory", &target)?;
+                }
                 // Owner access is added so extraction can go on below it. A directory the root
                 // lacks is created there with this mode; existing ones keep theirs.
                 fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode | 0o700))
@@ -87,7 +111,7 @@ pub(crate) fn extract(
                 let out = File::create_new(&target).at("cannot create", &target)?;
                 // Hash while writing, so planning need not read the file again.
                 let mut out = HashingWriter::new(out);
-                let copied = io::copy(&mut data.take(entry.size), &mut out)
+                let copied = copy_large(&mut data.take(entry.size), &mut out, &mut buffer)
                     .at("cannot extract payload into", &target)?;
                 let (out, digest) = out.finish();
                 digests.insert(entry.path.clone(), digest);
@@ -170,6 +194,7 @@ pub(crate) fn plan_tree(
         .unwrap_or_default();
     let paths = walk(stage)?;
     let mut manifest = Vec::with_capacity(paths.len());
+    let mut checked_parents: HashSet<PathBuf> = HashSet::new();
     let total = paths.len().max(1);
     for (i, rel) in paths.iter().enumerate() {
         if ctx.aborted() {
@@ -181,7 +206,11 @@ pub(crate) fn plan_tree(
         }
         let staged = stage.join(rel);
         let target = root.join(rel);
-        check_parent_inside(&canonical_root, &target)?;
+        if let Some(parent) = target.parent()
+            && checked_parents.insert(parent.to_path_buf())
+        {
+            check_parent_inside(&canonical_root, &target)?;
+        }
         let meta = fs::symlink_metadata(&staged).at("cannot read", &staged)?;
         let existing = fs::symlink_metadata(&target).ok();
         let mode = meta.permissions().mode() & MODE_MASK;
