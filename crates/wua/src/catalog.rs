@@ -312,36 +312,48 @@ impl Catalog {
     /// A missing payload is `WU_E_DM_NOTDOWNLOADED`; a payload whose size or digest differs is
     /// `WU_E_UH_NEEDANOTHERDOWNLOAD` (DIGEST §10.6).
     pub fn open_verified_payload(&self, payload: &PayloadRef) -> Result<File> {
+        let mut file = self.open_payload(payload)?;
         let path = self.payload_path(payload);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::code(
-                    WU_E_DM_NOTDOWNLOADED,
-                    format!(
-                        "payload {} is not in the catalog at {}; rebuild or re-download the catalog",
-                        payload.sha256,
-                        path.display()
-                    ),
-                ));
-            }
-            Err(e) => return Err(Error::io("cannot open payload", &path, e)),
-        };
         let (digest, size) = sha256_reader(&mut file).at("cannot read payload", &path)?;
+        self.check_digest(payload, &digest, size)?;
+        use std::io::Seek;
+        file.rewind().at("cannot read payload", &path)?;
+        Ok(file)
+    }
+
+    /// Opens the payload file without reading it; missing is `WU_E_DM_NOTDOWNLOADED`. The
+    /// caller must check what it reads with [`Self::check_digest`] before using it.
+    pub fn open_payload(&self, payload: &PayloadRef) -> Result<File> {
+        let path = self.payload_path(payload);
+        match File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::code(
+                WU_E_DM_NOTDOWNLOADED,
+                format!(
+                    "payload {} is not in the catalog at {}; rebuild or re-download the catalog",
+                    payload.sha256,
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(Error::io("cannot open payload", &path, e)),
+        }
+    }
+
+    /// Compares what was read of a payload with its metadata; a difference is
+    /// `WU_E_UH_NEEDANOTHERDOWNLOAD` (DIGEST §10.6).
+    pub fn check_digest(&self, payload: &PayloadRef, digest: &str, size: u64) -> Result<()> {
         if size != payload.size || digest != payload.sha256 {
             return Err(Error::code(
                 WU_E_UH_NEEDANOTHERDOWNLOAD,
                 format!(
                     "payload {} does not match its metadata (expected {} bytes with SHA-256 {}, found {size} bytes with {digest}); the file is damaged or was replaced: download it again",
-                    path.display(),
+                    self.payload_path(payload).display(),
                     payload.size,
                     payload.sha256
                 ),
             ));
         }
-        use std::io::Seek;
-        file.rewind().at("cannot read payload", &path)?;
-        Ok(file)
+        Ok(())
     }
 }
 
@@ -546,14 +558,24 @@ pub(crate) fn invalid_payload(path: &Path, what: impl std::fmt::Display) -> Erro
 pub fn walk_payload(
     reader: impl Read,
     payload: &PayloadRef,
-    mut visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
+    visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let here = Path::new(&payload.sha256);
     let decoder = zstd::Decoder::new(reader)
         .map_err(|e| invalid_payload(here, format!("cannot decompress: {e}")))?;
-    let mut archive = tar::Archive::new(decoder);
+    walk_tar(decoder, payload, visit)
+}
+
+/// [`walk_payload`] on the decompressed tar stream.
+pub(crate) fn walk_tar(
+    tar_stream: impl Read,
+    payload: &PayloadRef,
+    mut visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let here = Path::new(&payload.sha256);
+    let mut archive = tar::Archive::new(tar_stream);
     let mut total = 0u64;
-    let mut symlinks: Vec<PathBuf> = Vec::new();
+    let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let entries = archive
         .entries()
@@ -570,7 +592,7 @@ pub fn walk_payload(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => return Err(invalid_payload(&raw, "path is absolute or leaves the root")),
         };
-        if symlinks.iter().any(|s| path.starts_with(s)) {
+        if path.ancestors().skip(1).any(|a| symlinks.contains(a)) {
             return Err(invalid_payload(&raw, "path goes through a symlink"));
         }
         if path.starts_with(crate::handlers::STAGING_DIR) {
@@ -616,7 +638,7 @@ pub fn walk_payload(
                     return Err(invalid_payload(&raw, "symlink points outside the root"));
                 }
             }
-            symlinks.push(path.clone());
+            symlinks.insert(path.clone());
             PayloadEntryKind::Symlink(link)
         } else {
             return Err(invalid_payload(

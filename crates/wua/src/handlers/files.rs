@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::{Context, Failure, STAGING_DIR};
 use crate::catalog::{
-    MODE_MASK, PayloadEntryKind, PayloadRef, UpdateDefinition, invalid_payload, sha256_reader,
-    walk_payload,
+    Catalog, MODE_MASK, PayloadEntryKind, PayloadRef, UpdateDefinition, invalid_payload,
+    sha256_reader, walk_tar,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_OPERATIONCANCELLED};
@@ -20,6 +20,113 @@ use crate::transaction::Transaction;
 
 /// SHA-256 of extracted files, by path relative to the extraction folder.
 pub(crate) type Digests = HashMap<PathBuf, String>;
+
+/// A payload file read on its own thread: the compressed bytes are hashed (to be checked
+/// against the catalog) and decompressed, and the tar stream is handed over in chunks.
+struct PipelinedPayload {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+    reader: Option<std::thread::JoinHandle<io::Result<(String, u64)>>>,
+}
+
+/// A reader that hashes and counts what it reads.
+struct HashingReader {
+    inner: File,
+    ctx: aws_lc_rs::digest::Context,
+    count: u64,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ctx.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl PipelinedPayload {
+    fn start(file: File) -> PipelinedPayload {
+        // A few chunks in flight: enough to keep both threads busy, bounded in memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let reader = std::thread::spawn(move || {
+            let hashing = HashingReader {
+                inner: file,
+                ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+                count: 0,
+            };
+            let mut decoder = zstd::Decoder::new(hashing)?;
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                match decoder.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        if tx.send(Ok(chunk)).is_err() {
+                            break; // the walk stopped early
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        break;
+                    }
+                }
+            }
+            // Hash the rest of the file too (trailing bytes, or what was left after an
+            // error), so the digest always covers the whole file.
+            let mut rest = decoder.finish();
+            io::copy(&mut rest, &mut io::sink())?;
+            let hashing = rest.into_inner();
+            Ok((hex::encode(hashing.ctx.finish().as_ref()), hashing.count))
+        });
+        PipelinedPayload {
+            chunks: rx,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stops reading and returns the SHA-256 and size of the whole compressed file.
+    fn finish(mut self) -> io::Result<(String, u64)> {
+        // Dropping the receiver lets a reader blocked on a full channel finish.
+        let (replacement_tx, replacement_rx) = std::sync::mpsc::sync_channel(0);
+        drop(replacement_tx);
+        drop(std::mem::replace(&mut self.chunks, replacement_rx));
+        match self.reader.take().expect("finished once").join() {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::other("the payload reader thread panicked")),
+        }
+    }
+}
+
+impl Read for PipelinedPayload {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
 
 /// `io::copy` with a large buffer: fewer write calls for large files.
 fn copy_large(from: &mut impl Read, to: &mut impl io::Write, buffer: &mut [u8]) -> io::Result<u64> {
@@ -72,7 +179,7 @@ impl io::Write for HashingWriter {
 /// dropped. Reports progress from `pct_from` to `pct_to`.
 pub(crate) fn extract(
     ctx: &mut Context<'_>,
-    payload: File,
+    catalog: &Catalog,
     meta: &PayloadRef,
     dest: &Path,
     pct_from: u32,
@@ -84,7 +191,10 @@ pub(crate) fn extract(
     let mut digests = Digests::new();
     let mut made: HashSet<PathBuf> = HashSet::from([dest.to_path_buf()]);
     let mut buffer = vec![0u8; 1 << 20];
-    let result = walk_payload(payload, meta, |entry, data| {
+    // Decompressing and verifying run on their own thread while this one writes files, as
+    // `tar --zstd` runs zstd beside tar.
+    let mut pipe = PipelinedPayload::start(catalog.open_payload(meta)?);
+    let result = walk_tar(&mut pipe, meta, |entry, data| {
         if ctx.aborted() {
             return Err(Error::code(WU_E_UH_OPERATIONCANCELLED, "abort requested"));
         }
@@ -131,6 +241,11 @@ pub(crate) fn extract(
         }
         Ok(())
     });
+    // The payload's digest decides first: a damaged file explains any error the walk met.
+    let (digest, size) = pipe
+        .finish()
+        .at("cannot read payload", &catalog.payload_path(meta))?;
+    catalog.check_digest(meta, &digest, size)?;
     match result {
         Ok(()) => {
             (ctx.progress)(pct_to);

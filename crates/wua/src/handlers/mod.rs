@@ -117,19 +117,18 @@ pub(crate) fn install(
     previous: Option<&InstalledUpdate>,
     start: TxStart<'_>,
 ) -> Result<Installed, Failure> {
-    let payload = catalog.open_verified_payload(&def.payload)?;
     let mut tx = Transaction::begin(ctx.root, ctx.state_dir, start.history, start.durable)
         .map_err(files::handler_error)?;
     let result = (|| {
         let stage = tx.dir().join("tree");
         let (outcome, digests) = match &def.handler {
             HandlerSpec::Files {} => {
-                let digests = files::extract(ctx, payload, &def.payload, &stage, 0, 60)?;
+                let digests = files::extract(ctx, catalog, &def.payload, &stage, 0, 60)?;
                 (Outcome::default(), digests)
             }
             HandlerSpec::Command { install, .. } => {
                 let work = tx.dir().join("work");
-                files::extract(ctx, payload, &def.payload, &work, 0, 20)?;
+                files::extract(ctx, catalog, &def.payload, &work, 0, 20)?;
                 std::fs::create_dir_all(&stage).at("cannot create directory", &stage)?;
                 // What the command wrote is hashed while planning.
                 let outcome = command::run(ctx, def, install, &work, Some(&stage))?;
