@@ -442,7 +442,12 @@ fn wait_until_busy(agent: &Agent, child: &mut Child) {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            let err = fs::read_to_string(agent.dir.path().join("first.log")).unwrap_or_default();
+            let mut err =
+                fs::read_to_string(agent.dir.path().join("first.log")).unwrap_or_default();
+            err.push_str(
+                &fs::read_to_string(agent.dir.path().join("first.out")).unwrap_or_default(),
+            );
+            err.push_str(&agent.run(&["history"]).stdout);
             panic!("the install ended ({status}) before it was seen busy: {err}");
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::catalog::Catalog;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::hresult::WU_E_INVALID_FILE;
 use crate::install::UpdateInstaller;
 use crate::lock::InstallLock;
@@ -117,7 +117,16 @@ impl UpdateSession {
     /// Opens the agent described by `config`: loads and validates the catalog, opens (or
     /// creates) the state database, and recovers any install or uninstall a crash interrupted
     /// (see `transaction::recover`).
-    pub fn open(config: AgentConfig) -> Result<UpdateSession> {
+    pub fn open(mut config: AgentConfig) -> Result<UpdateSession> {
+        // Journals record the paths they touch; they must not depend on the working directory
+        // of the process that recovers them.
+        for path in [
+            &mut config.root,
+            &mut config.state_dir,
+            &mut config.catalog_dir,
+        ] {
+            *path = std::path::absolute(&*path).at("cannot resolve path", path)?;
+        }
         let catalog = Catalog::open(&config.catalog_dir)?;
         let store = Arc::new(Store::open(&config.state_dir, config.boot_id()?)?);
         // Settle what a crash left behind, unless a job (here or in another process) holds the

@@ -225,8 +225,34 @@ impl Store {
         let conn = self.conn();
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| db_error(&self.path, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_error(&self.path, e))?;
+        // WAL is a property of the database file, set once. Switching needs an exclusive lock
+        // that SQLite does not wait for (the busy handler is not called), so when several
+        // processes open a new database at once, retry for a while.
+        let mut attempts = 0;
+        loop {
+            let mode: rusqlite::Result<String> =
+                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
+            let result = match mode {
+                Ok(m) if m.eq_ignore_ascii_case("wal") => Ok(()),
+                Ok(_) => conn
+                    .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && attempts < 3000 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(db_error(&self.path, e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| db_error(&self.path, e))?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -244,7 +270,7 @@ impl Store {
         match version.as_deref().map(str::parse::<i64>) {
             None => {
                 conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
                     [SCHEMA_VERSION.to_string()],
                 )
                 .map_err(|e| db_error(&self.path, e))?;

@@ -296,7 +296,7 @@ impl Transaction {
             // Counted before it runs: a step that fails may have done part of its work (a
             // partial copy across file systems), and its undo is safe either way.
             self.executed = i + 1;
-            run_step(&self.steps[i])?;
+            run_step(&self.steps[i], &copied_marker(&self.dir, i))?;
         }
         if self.steps.is_empty() {
             self.checkpoint("applying")?;
@@ -313,7 +313,7 @@ impl Transaction {
 
     /// Undoes whatever of the plan ran, newest first, and deletes the transaction folder.
     pub(crate) fn undo(self) -> Result<()> {
-        let result = undo_steps(&self.steps[..self.executed]);
+        let result = undo_steps(&self.steps[..self.executed], &self.dir);
         remove_tx_dir(&self.dir);
         result
     }
@@ -348,23 +348,37 @@ impl From<Error> for ApplyError {
     }
 }
 
-fn run_step(step: &Step) -> Result<()> {
+/// The file whose existence says that the cross-device move of step `index` began: `to` did
+/// not exist then, so whatever is there now is this step's copy.
+fn copied_marker(tx_dir: &Path, index: usize) -> PathBuf {
+    tx_dir.join(format!("copied-{index}"))
+}
+
+/// Where a cross-device copy is written before it is renamed into place: a suffix appended,
+/// so an extension is never replaced.
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".wua-part");
+    path.with_file_name(name)
+}
+
+fn run_step(step: &Step, marker: &Path) -> Result<()> {
     match step {
         Step::Mkdir { path, mode } => {
             fs::create_dir(path).at("cannot create directory", path)?;
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))
                 .at("cannot set permissions of", path)
         }
-        Step::Move { from, to } => move_path(from, to),
+        Step::Move { from, to } => move_path(from, to, marker),
         Step::Rmdir { path, .. } => fs::remove_dir(path).at("cannot remove directory", path),
     }
 }
 
 /// Undoes steps newest first; each undo looks at the disk and does only what is needed.
-fn undo_steps(steps: &[Step]) -> Result<()> {
+fn undo_steps(steps: &[Step], tx_dir: &Path) -> Result<()> {
     let mut first_error = None;
-    for step in steps.iter().rev() {
-        if let Err(e) = undo_step(step) {
+    for (index, step) in steps.iter().enumerate().rev() {
+        if let Err(e) = undo_step(step, &copied_marker(tx_dir, index)) {
             tracing::error!("rollback step {step:?} failed: {e}");
             first_error.get_or_insert(e);
         }
@@ -376,7 +390,15 @@ fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-fn undo_step(step: &Step) -> Result<()> {
+/// Undoes one step, whether it ran, ran partly, or never ran.
+///
+/// A rename on one file system is atomic, and plans never move onto an existing path, so: the
+/// source gone and the destination there means the move happened; the source there means it
+/// did not — and the destination, if any, is something else's (the next step's target, say) and
+/// must be left alone. A move across file systems first leaves a marker, then copies to
+/// `<to>.wua-part`, renames that into place and removes the source: with the marker there,
+/// whatever is at `to` is this step's copy.
+fn undo_step(step: &Step, marker: &Path) -> Result<()> {
     match step {
         Step::Mkdir { path, .. } => {
             let empty = fs::read_dir(path).map(|mut d| d.next().is_none());
@@ -386,14 +408,20 @@ fn undo_step(step: &Step) -> Result<()> {
             Ok(())
         }
         Step::Move { from, to } => {
+            for part in [partial(to), partial(from)] {
+                if exists(&part) {
+                    remove_any(&part).at("cannot remove partial copy", &part)?;
+                }
+            }
+            let copied = exists(marker);
             if exists(from) {
-                // Not moved, or a copy across file systems did not finish: drop the copy.
-                if exists(to) {
-                    remove_any(to).at("cannot remove partial copy", to)?;
+                if copied && exists(to) {
+                    // This step's copy, finished or not: the source is still there.
+                    remove_any(to).at("cannot remove copy", to)?;
                 }
                 Ok(())
             } else if exists(to) {
-                move_path(to, from)
+                move_path(to, from, marker)
             } else {
                 Ok(())
             }
@@ -438,12 +466,27 @@ pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Renames `from` to `to`; across file systems, copies then removes the source.
-pub(crate) fn move_path(from: &Path, to: &Path) -> Result<()> {
+/// Renames `from` to `to`. Across file systems: creates `marker` (so an undo knows that what is
+/// at `to` is this step's copy), copies to `<to>.wua-part`, renames that into place, then
+/// removes the source.
+pub(crate) fn move_path(from: &Path, to: &Path, marker: &Path) -> Result<()> {
     match fs::rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_tree(from, to).at("cannot copy", to)?;
+            // The marker is made durable before the copy starts: it says that `to` did not
+            // exist when this step began, so whatever is there later is this step's copy.
+            File::create(marker)
+                .and_then(|f| f.sync_all())
+                .at("cannot record copy", marker)?;
+            if let Some(dir) = marker.parent() {
+                sync_dir(dir)?;
+            }
+            let part = partial(to);
+            if exists(&part) {
+                remove_any(&part).at("cannot remove partial copy", &part)?;
+            }
+            copy_tree(from, &part).at("cannot copy", to)?;
+            fs::rename(&part, to).at("cannot move into place", to)?;
             remove_any(from).at("cannot remove", from)
         }
         Err(e) => Err(Error::io("cannot move into place", to, e)),
@@ -544,7 +587,7 @@ pub fn recover(root: &Path, store: &Store) -> Result<RecoveryReport> {
             tracing::warn!("completed the clean-up of an interrupted {operation} of {title}");
             report.completed.push((operation, title));
         } else {
-            undo_steps(steps)?;
+            undo_steps(steps, &dir)?;
             remove_tx_dir(&dir);
             let mut history = header.history;
             history.result_code = OperationResultCode::Aborted;
@@ -713,46 +756,51 @@ mod tests {
         let a = dir.path().join("a");
         let b = dir.path().join("b");
         let d = dir.path().join("d");
+        let marker = dir.path().join("copied-0");
         fs::write(&a, "a").unwrap();
+        let step = Step::Move {
+            from: a.clone(),
+            to: b.clone(),
+        };
         // Not run: nothing happens.
-        undo_step(&Step::Move {
-            from: a.clone(),
-            to: b.clone(),
-        })
-        .unwrap();
+        undo_step(&step, &marker).unwrap();
         assert!(a.exists() && !b.exists());
-        // A partial copy at the destination while the source is intact: removed.
-        fs::write(&b, "partial").unwrap();
-        undo_step(&Step::Move {
-            from: a.clone(),
-            to: b.clone(),
-        })
-        .unwrap();
+        // Not run while the destination holds something else (the next step's target): both
+        // stay as they are.
+        fs::write(&b, "someone else's").unwrap();
+        undo_step(&step, &marker).unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "someone else's");
+        fs::remove_file(&b).unwrap();
+        // A cross-device copy cut short: the partial file goes, the source stays.
+        fs::write(&marker, "").unwrap();
+        fs::write(partial(&b), "par").unwrap();
+        undo_step(&step, &marker).unwrap();
+        assert!(a.exists() && !partial(&b).exists() && !b.exists());
+        // A finished copy whose source was not removed yet: the copy goes.
+        fs::write(&b, "a").unwrap();
+        undo_step(&step, &marker).unwrap();
         assert!(a.exists() && !b.exists());
-        // Done: moved back.
+        fs::remove_file(&marker).unwrap();
+        // Done (renamed): moved back.
         fs::rename(&a, &b).unwrap();
-        undo_step(&Step::Move {
-            from: a.clone(),
-            to: b.clone(),
-        })
-        .unwrap();
+        undo_step(&step, &marker).unwrap();
         assert_eq!(fs::read_to_string(&a).unwrap(), "a");
         // A created directory that is not empty stays (something else put a file there).
         fs::create_dir(&d).unwrap();
         fs::write(d.join("f"), "").unwrap();
-        undo_step(&Step::Mkdir {
+        let mkdir = Step::Mkdir {
             path: d.clone(),
             mode: 0o755,
-        })
-        .unwrap();
+        };
+        undo_step(&mkdir, &marker).unwrap();
         assert!(d.exists());
         // A removed directory comes back with its mode.
         let r = dir.path().join("r");
-        undo_step(&Step::Rmdir {
+        let rmdir = Step::Rmdir {
             path: r.clone(),
             mode: 0o700,
-        })
-        .unwrap();
+        };
+        undo_step(&rmdir, &marker).unwrap();
         assert_eq!(
             fs::metadata(&r).unwrap().permissions().mode() & 0o777,
             0o700
