@@ -694,16 +694,7 @@ fn resolve_lexically(path: &Path) -> Option<PathBuf> {
 
 /// Returns the path as a normal relative path if it stays inside its base (no `..`, not absolute).
 pub(crate) fn relative_inside(path: &str) -> Option<PathBuf> {
-    let p = Path::new(path);
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    (!out.as_os_str().is_empty()).then_some(out)
+    normalize_entry_path(Path::new(path)).filter(|p| !p.as_os_str().is_empty())
 }
 
 /// SHA-256 and length of everything `reader` yields.

@@ -797,33 +797,43 @@ fn db_error(path: &Path, cause: rusqlite::Error) -> Error {
     }
 }
 
+/// A history entry for update `n`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_history_entry(
+    n: u128,
+    op: UpdateOperation,
+    code: OperationResultCode,
+) -> UpdateHistoryEntry {
+    UpdateHistoryEntry {
+        operation: op,
+        result_code: code,
+        hresult: crate::hresult::S_OK,
+        unmapped_result_code: 0,
+        date: Timestamp::now(),
+        update_identity: UpdateIdentity {
+            update_id: Uuid::from_u128(n),
+            revision_number: 1,
+        },
+        title: format!("u{n}"),
+        description: String::new(),
+        client_application_id: "test".into(),
+        server_selection: 0,
+        service_id: String::new(),
+        support_url: String::new(),
+        uninstallation_notes: String::new(),
+        uninstallation_steps: vec!["step".into()],
+        categories: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::test_definition;
-    use crate::hresult::{S_OK, WU_E_UH_INSTALLERFAILURE};
+    use crate::hresult::WU_E_UH_INSTALLERFAILURE;
 
     fn entry(n: u128, op: UpdateOperation, code: OperationResultCode) -> UpdateHistoryEntry {
-        UpdateHistoryEntry {
-            operation: op,
-            result_code: code,
-            hresult: S_OK,
-            unmapped_result_code: 0,
-            date: Timestamp::now(),
-            update_identity: UpdateIdentity {
-                update_id: Uuid::from_u128(n),
-                revision_number: 1,
-            },
-            title: format!("u{n}"),
-            description: String::new(),
-            client_application_id: "test".into(),
-            server_selection: 0,
-            service_id: String::new(),
-            support_url: String::new(),
-            uninstallation_notes: String::new(),
-            uninstallation_steps: vec!["step".into()],
-            categories: vec![],
-        }
+        test_history_entry(n, op, code)
     }
 
     #[test]

@@ -622,29 +622,11 @@ fn read_journal(path: &Path) -> Option<(Header, Option<Plan>)> {
 mod tests {
     use super::*;
     use crate::catalog::test_definition;
-    use crate::hresult::S_OK;
-    use crate::model::UpdateIdentity;
 
     fn history(op: UpdateOperation) -> UpdateHistoryEntry {
         UpdateHistoryEntry {
-            operation: op,
-            result_code: OperationResultCode::InProgress,
-            hresult: S_OK,
-            unmapped_result_code: 0,
-            date: Timestamp::now(),
-            update_identity: UpdateIdentity {
-                update_id: Uuid::from_u128(5),
-                revision_number: 1,
-            },
             title: "T".into(),
-            description: String::new(),
-            client_application_id: "test".into(),
-            server_selection: 0,
-            service_id: String::new(),
-            support_url: String::new(),
-            uninstallation_notes: String::new(),
-            uninstallation_steps: vec![],
-            categories: vec![],
+            ..crate::store::test_history_entry(5, op, OperationResultCode::InProgress)
         }
     }
 
