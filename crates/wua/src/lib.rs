@@ -38,6 +38,7 @@ pub mod hresult;
 pub mod install;
 mod lock;
 pub mod model;
+pub mod search;
 pub mod session;
 pub mod store;
 pub mod transaction;
