@@ -1152,10 +1152,15 @@ fn kill_randomly(
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Ok(v) => {
+            let t = v.trim();
+            // Decimal, or hexadecimal with 0x (as the summary prints seeds).
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse(),
+            }
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        }
         Err(_) => default,
     }
 }
