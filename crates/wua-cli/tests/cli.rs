@@ -726,3 +726,44 @@ fn a_permission_error_midway_rolls_back_and_names_the_path() {
     }
     assert_eq!(snapshot(&root), before, "the root changed");
 }
+
+#[test]
+fn a_state_directory_on_another_file_system_keeps_backups_across_devices() {
+    // Backups go to the state directory; on another file system (tmpfs in /dev/shm) every
+    // backup and restore is a copy, which must be as exact and as undoable as a rename.
+    let shm = Path::new("/dev/shm");
+    let fixtures = tempfile::tempdir().unwrap();
+    let mut agent = Agent::new(replacing_catalog(fixtures.path()));
+    let state = tempfile::tempdir_in(shm).unwrap();
+    let same_device = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(a).unwrap().dev() == fs::metadata(b).unwrap().dev()
+    };
+    assert!(
+        !same_device(state.path(), &agent.root()),
+        "/dev/shm must be another file system than the temporary directory for this test"
+    );
+    agent.state_override = Some(state.path().to_path_buf());
+    fs::create_dir_all(agent.root().join("etc")).unwrap();
+    fs::write(agent.root().join("etc/big.conf"), "original\n").unwrap();
+    fs::set_permissions(
+        agent.root().join("etc/big.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let before = snapshot(&agent.root());
+    let out = agent.run(&["install", "--all"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        fs::read_to_string(agent.root().join("etc/big.conf")).unwrap(),
+        "new\n"
+    );
+    let backup = state
+        .path()
+        .join("backups/22222222-3333-4444-8555-666666666666/etc/big.conf");
+    assert_eq!(fs::read_to_string(&backup).unwrap(), "original\n");
+    let out = agent.run(&["uninstall", "--all"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(snapshot(&agent.root()), before, "not restored exactly");
+    assert!(!backup.exists());
+}

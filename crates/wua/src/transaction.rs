@@ -11,8 +11,8 @@
 //! 3. **plan** — every step (create a directory, move a path, remove an empty directory) is
 //!    decided before any is taken, then written to the journal and fsynced. Nothing in the root
 //!    has changed yet.
-//! 4. **apply** — the steps run in order; then `syncfs` again (root and, if elsewhere, state
-//!    directory) so the renames are durable.
+//! 4. **apply** — the steps run in order; then `syncfs` again (the root's file system, the state
+//!    directory's and any other a step crossed into) so the renames are durable.
 //! 5. **commit** — the store records the outcome, the manifest, the history entry and the
 //!    transaction id in one SQLite transaction (`synchronous=FULL`). This is the commit point.
 //! 6. **finish** — the trash, the staging folder and obsolete backups are deleted, and the
@@ -302,9 +302,28 @@ impl Transaction {
             self.checkpoint("applying")?;
         }
         if self.durable {
-            syncfs(&self.root)?;
-            if !same_device(&self.root, &self.state_dir) {
-                syncfs(&self.state_dir)?;
+            // The root's and the state directory's file systems, and any other one a step
+            // crossed into (a mount inside the root): those steps left a marker.
+            let mut targets = vec![self.root.clone(), self.state_dir.clone()];
+            for entry in fs::read_dir(&self.dir).at("cannot list", &self.dir)? {
+                let name = entry.at("cannot list", &self.dir)?.file_name();
+                let index = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("copied-"))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let Some(Step::Move { to, .. }) = index.and_then(|i| self.steps.get(i))
+                    && let Some(parent) = to.parent()
+                {
+                    targets.push(parent.to_path_buf());
+                }
+            }
+            let mut synced: Vec<u64> = Vec::new();
+            for path in targets {
+                let dev = fs::metadata(&path).at("cannot read", &path)?.dev();
+                if !synced.contains(&dev) {
+                    syncfs(&path)?;
+                    synced.push(dev);
+                }
             }
         }
         self.checkpoint("applied")?;
@@ -530,13 +549,6 @@ fn syncfs(path: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn same_device(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => false,
-    }
 }
 
 /// What [`recover`] found and did.
