@@ -418,19 +418,23 @@ impl Store {
 
     /// True when wua has installed this update.
     pub fn is_installed(&self, update_id: Uuid) -> Result<bool> {
+        self.exists(
+            "SELECT 1 FROM installed_updates WHERE update_id = ?1",
+            [update_id.to_string()],
+        )
+    }
+
+    /// Whether the query returns a row.
+    fn exists(&self, sql: &str, params: impl rusqlite::Params) -> Result<bool> {
         self.conn()
-            .query_row(
-                "SELECT 1 FROM installed_updates WHERE update_id = ?1",
-                [update_id.to_string()],
-                |_| Ok(()),
-            )
+            .query_row(sql, params, |_| Ok(()))
             .optional()
             .map(|o| o.is_some())
             .map_err(|e| db_error(&self.path, e))
     }
 
-    /// Other installed updates that have `path` in their manifest, with their install order and
-    /// backup, oldest first.
+    /// Other installed updates that have `path` in their manifest, with their install order,
+    /// oldest first.
     pub(crate) fn owners_of(&self, path: &str, except: Uuid) -> Result<Vec<(Uuid, i64)>> {
         let conn = self.conn();
         (|| {
@@ -576,15 +580,10 @@ impl Store {
 
     /// Whether the file-system transaction `txid` was committed.
     pub(crate) fn transaction_committed(&self, txid: Uuid) -> Result<bool> {
-        self.conn()
-            .query_row(
-                "SELECT 1 FROM transactions WHERE txid = ?1",
-                [txid.to_string()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(|e| db_error(&self.path, e))
+        self.exists(
+            "SELECT 1 FROM transactions WHERE txid = ?1",
+            [txid.to_string()],
+        )
     }
 
     /// Forgets a finished transaction.
@@ -718,15 +717,10 @@ impl Store {
 
     /// Whether the EULA of this update revision was accepted on this machine.
     pub fn eula_accepted(&self, identity: UpdateIdentity) -> Result<bool> {
-        self.conn()
-            .query_row(
-                "SELECT 1 FROM eula_acceptances WHERE update_id = ?1 AND revision_number = ?2",
-                params![identity.update_id.to_string(), identity.revision_number],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(|e| db_error(&self.path, e))
+        self.exists(
+            "SELECT 1 FROM eula_acceptances WHERE update_id = ?1 AND revision_number = ?2",
+            params![identity.update_id.to_string(), identity.revision_number],
+        )
     }
 }
 
