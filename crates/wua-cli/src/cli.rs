@@ -20,11 +20,11 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0   succeeded
   1   failed (every update failed, or the command could not run)
-  2   succeeded with errors (some updates failed)
+  2   succeeded with errors (some updates failed; a search had warnings)
   3   succeeded; a restart is required to complete
   4   aborted (Ctrl-C, SIGTERM or SIGHUP)
   5   not allowed now: another install is running, or a restart is pending
-  64  bad input (unknown option, update, catalog or path)";
+  64  bad input (unknown option, update, catalog, path, criteria or regex)";
 
 /// Options every command takes.
 #[derive(Debug, Args)]
@@ -71,12 +71,21 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the catalog's updates and what is installed
+    /// List every catalog update and what is installed
     List(ListArgs),
+    /// Search the catalog with WUA's criteria and filters; --explain says why for each update
+    #[command(after_long_help = STATUS_LETTERS)]
+    Search(SearchArgs),
     /// Install updates
     Install(InstallArgs),
     /// Uninstall updates
     Uninstall(UninstallArgs),
+    /// Hide updates: default searches leave them out (mandatory ones cannot be hidden)
+    Hide(ManageArgs),
+    /// Unhide hidden updates
+    Unhide(ManageArgs),
+    /// Show and accept the licence terms of updates
+    AcceptEula(ManageArgs),
     /// Show the history of installs and uninstalls, newest first
     History(HistoryArgs),
     /// Show whether a restart is required and whether an install is running
@@ -93,6 +102,17 @@ pub enum Command {
     Man,
 }
 
+/// The letters of `wua search`'s STATUS column, in column order.
+pub const STATUS_LETTERS: &str = "\
+STATUS column (one letter per position, `-` when it does not hold):
+  I  installed            D  downloaded (payload in the catalog)
+  H  hidden               M  mandatory
+  U  uninstallable        L  licence terms to accept
+  O  optional (browse-only)
+  B  bundle (installing it installs its parts)
+  R  restart: installing it always needs one, or one is pending for it
+  S  superseded by another catalog update";
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only installed updates
@@ -103,22 +123,205 @@ pub struct ListArgs {
     pub available: bool,
 }
 
-/// Which updates a command acts on.
 #[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Search criteria in WUA's language, e.g. "IsInstalled = 0 and Type = 'Software'"
+    /// [default: IsInstalled = 0 and IsHidden = 0]
+    #[arg(value_name = "CRITERIA")]
+    pub criteria: Option<String>,
+    /// Also return updates superseded by another update of the result or by an installed one
+    #[arg(long)]
+    pub include_superseded: bool,
+    /// For every catalog update, say whether it was selected or left out, and which
+    /// criterion, rule or filter decided
+    #[arg(long)]
+    pub explain: bool,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// The severities `--severity` takes (`MsrcSeverity`; `Unspecified`: no rating).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Severity {
+    Critical,
+    Important,
+    Moderate,
+    Low,
+    Unspecified,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Critical => "Critical",
+            Severity::Important => "Important",
+            Severity::Moderate => "Moderate",
+            Severity::Low => "Low",
+            Severity::Unspecified => "Unspecified",
+        }
+    }
+
+    /// Whether an update rated `rating` (`MsrcSeverity`) has this severity.
+    pub fn matches(self, rating: Option<&str>) -> bool {
+        match (self, rating) {
+            (Severity::Unspecified, None) => true,
+            (Severity::Unspecified, Some(r)) => r.trim().is_empty(),
+            (_, Some(r)) => r.trim().eq_ignore_ascii_case(self.name()),
+            (_, None) => false,
+        }
+    }
+}
+
+/// A byte count as given on the command line (`10K`, `5MB`, `1G`; binary multiples).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub bytes: u64,
+    pub text: String,
+}
+
+/// Parses `--max-size`: bytes, or a number (decimals allowed) with K, M, G or T, optionally
+/// followed by B or iB, any case; all binary multiples (1K = 1024 bytes).
+pub fn parse_size(s: &str) -> Result<Size, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a size: give bytes, or a number with K, M, G or T (1K = 1024 bytes), e.g. 500, 10K, 5MB, 1.5G"
+        )
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = if number.contains('.') {
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let bytes = value * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        bytes.floor() as u64
+    } else {
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        value.checked_mul(1u64 << shift).ok_or_else(bad)?
+    };
+    Ok(Size {
+        bytes,
+        text: t.to_string(),
+    })
+}
+
+/// Parses a KB number, `KB5000001` or `5000001` (any case), into its digits.
+pub fn parse_kb(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let digits = if t.len() >= 2 && t[..2].eq_ignore_ascii_case("kb") {
+        &t[2..]
+    } else {
+        t
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "{s:?} is not a KB number: give it as KB5000001 or 5000001"
+        ));
+    }
+    Ok(digits.to_string())
+}
+
+/// Filters applied after the search criteria, like PSWindowsUpdate's Get-WindowsUpdate. A
+/// filter given several times keeps updates matching any of its values; different filters must
+/// all hold; a --not-* filter leaves out updates matching any of its values.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Filters (applied after the criteria)")]
+pub struct FilterArgs {
+    /// Only updates with this KB article (KB5000001 or 5000001); repeatable
+    #[arg(long, value_name = "KB", value_parser = parse_kb)]
+    pub kb: Vec<String>,
+    /// Leave out updates with this KB article; repeatable
+    #[arg(long, value_name = "KB", value_parser = parse_kb)]
+    pub not_kb: Vec<String>,
+    /// Only updates whose title matches this regular expression (case-insensitive); repeatable
+    #[arg(long, value_name = "REGEX")]
+    pub title: Vec<String>,
+    /// Leave out updates whose title matches this regular expression; repeatable
+    #[arg(long, value_name = "REGEX")]
+    pub not_title: Vec<String>,
+    /// Only updates in this category, by name (case-insensitive) or id; repeatable
+    #[arg(long, value_name = "NAME|ID")]
+    pub category: Vec<String>,
+    /// Leave out updates in this category; repeatable
+    #[arg(long, value_name = "NAME|ID")]
+    pub not_category: Vec<String>,
+    /// Only updates of this severity (MsrcSeverity; Unspecified: not rated); repeatable
+    #[arg(long, value_name = "SEVERITY", value_enum, ignore_case = true)]
+    pub severity: Vec<Severity>,
+    /// Leave out updates of this severity; repeatable
+    #[arg(long, value_name = "SEVERITY", value_enum, ignore_case = true)]
+    pub not_severity: Vec<Severity>,
+    /// Only this update (its full id); repeatable
+    #[arg(long, value_name = "UUID")]
+    pub update_id: Vec<uuid::Uuid>,
+    /// Leave out this update (its full id); repeatable
+    #[arg(long, value_name = "UUID")]
+    pub not_update_id: Vec<uuid::Uuid>,
+    /// Only updates whose download size (MaxDownloadSize) is at most SIZE: bytes, or with a
+    /// suffix such as 10K, 5MB, 1G (binary multiples)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<Size>,
+}
+
+/// Which updates a command acts on: names, or a search (criteria and filters).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Selection")]
 pub struct Selection {
     /// Updates to act on: an update id (or a unique prefix of one, 4+ characters) or a KB
-    /// number such as KB5000001
+    /// number such as KB5000001. Names find any catalog update (uninstall: any installed one),
+    /// hidden and superseded ones included; filters still apply to them
     #[arg(value_name = "UPDATE")]
     pub updates: Vec<String>,
-    /// Every applicable update
+    /// Every update the command's default search finds. install, hide, accept-eula: WUA's
+    /// default search (not installed, not hidden, applicable, not superseded; install --force:
+    /// installed ones too); unhide: the hidden updates; uninstall: the installed updates
     #[arg(long, conflicts_with = "updates")]
     pub all: bool,
+    /// Choose the updates with these search criteria (WUA's language, as `wua search` takes)
+    /// instead of the command's default search; uninstall keeps the installed updates it finds
+    #[arg(long, value_name = "STRING", conflicts_with = "updates")]
+    pub criteria: Option<String>,
+    /// Let the search return superseded updates too (unhide always does; no effect on
+    /// uninstall)
+    #[arg(long)]
+    pub include_superseded: bool,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+impl Selection {
+    /// True when the command line chooses updates by a search rather than by name.
+    pub fn by_search(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// True when any way of choosing updates was given.
+    pub fn given(&self) -> bool {
+        !self.updates.is_empty()
+            || self.all
+            || self.criteria.is_some()
+            || !crate::filter::Filters::args_empty(&self.filters)
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    #[command(flatten)]
-    pub selection: Selection,
+    /// Install every update the selection finds without asking, accepting their licence
+    /// terms (PSWindowsUpdate's -AcceptAll); alone, the same as --all --accept-eula
+    #[arg(long)]
+    pub accept_all: bool,
     /// Accept the licence terms of the selected updates (printed on stderr unless --json or
     /// --quiet); the acceptance is recorded with your user name
     #[arg(long)]
@@ -129,10 +332,23 @@ pub struct InstallArgs {
     /// Fail updates that could ask for user input instead of running them
     #[arg(long)]
     pub force_quiet: bool,
+    // Last: its help headings carry over to what follows it.
+    #[command(flatten)]
+    pub selection: Selection,
 }
 
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
+    /// Uninstall every update the selection finds without asking (PSWindowsUpdate's
+    /// -AcceptAll); alone, the same as --all
+    #[arg(long)]
+    pub accept_all: bool,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct ManageArgs {
     #[command(flatten)]
     pub selection: Selection,
 }

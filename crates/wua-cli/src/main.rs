@@ -1,10 +1,30 @@
 //! `wua`: the command-line face of the wua update agent.
 
+/// `println!` that ignores write errors: an install goes on (and rolls back properly) even when
+/// whoever reads its output has gone away.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores write errors (see `say!`).
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
+mod filter;
 mod logging;
+mod manage;
 mod paths;
 mod report;
 mod run;
+mod search;
 mod select;
 
 use std::process::ExitCode;
@@ -54,6 +74,7 @@ impl Exit {
             WU_E_INVALID_FILE,
             WU_E_INVALID_UPDATE,
             WU_E_INVALIDINDEX,
+            WU_E_INVALID_CRITERIA,
             WU_E_NO_UPDATE,
             WU_E_EXCLUSIVE_INSTALL_CONFLICT,
             WU_E_EULAS_DECLINED,
@@ -128,6 +149,12 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
     let global = &cli.global;
     match &cli.command {
         Command::List(args) => report::list(global, args),
+        Command::Search(args) => search::search(global, args),
+        Command::Hide(args) => manage::manage(global, &args.selection, manage::Action::Hide),
+        Command::Unhide(args) => manage::manage(global, &args.selection, manage::Action::Unhide),
+        Command::AcceptEula(args) => {
+            manage::manage(global, &args.selection, manage::Action::AcceptEula)
+        }
         Command::Install(args) => run::install(global, args),
         Command::Uninstall(args) => run::uninstall(global, args),
         Command::History(args) => report::history(global, args),

@@ -113,6 +113,17 @@ struct ListedUpdate {
     reboot_behavior: wua::InstallationRebootBehavior,
     reboot_required: bool,
     in_catalog: bool,
+    /// The update applies to this machine (its `is_installable` rule holds, or it has none).
+    is_installable: bool,
+    is_hidden: bool,
+    browse_only: bool,
+    max_download_size: u64,
+    /// The updates this one bundles, in install order.
+    bundled_update_ids: Vec<String>,
+    /// The catalog bundle this update is a part of, if any.
+    bundled_in: Option<String>,
+    /// Catalog updates that supersede this one.
+    superseded_by: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +136,7 @@ struct ListReport {
 
 pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
     let session = crate::open_session(global, crate::paths::Access::Read)?;
+    let relations = crate::search::Relations::of(&session);
     let mut updates: Vec<_> = session.catalog_updates()?.iter().cloned().collect();
     // Installed updates the catalog no longer has, or has in another revision, are listed too.
     for installed in session.installed_updates()?.iter() {
@@ -165,6 +177,23 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
                 .catalog()
                 .find(u.identity().update_id)
                 .is_some_and(|d| d.identity == u.identity()),
+            is_installable: u.is_installable(),
+            is_hidden: u.is_hidden(),
+            browse_only: u.browse_only(),
+            max_download_size: u.max_download_size(),
+            bundled_update_ids: u
+                .bundled_updates()
+                .iter()
+                .map(|b| b.identity().update_id.to_string())
+                .collect(),
+            bundled_in: relations
+                .bundled_in(u.identity().update_id)
+                .map(|(id, _)| id.to_string()),
+            superseded_by: relations
+                .superseded_by(u.identity().update_id)
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect(),
         })
         .collect();
     if global.json {
@@ -193,6 +222,31 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
         .iter()
         .map(|u| {
             let mut notes = Vec::new();
+            let title_of = |id: &str| {
+                uuid::Uuid::parse_str(id)
+                    .ok()
+                    .and_then(|id| session.catalog().find(id))
+                    .map_or_else(|| id.to_string(), |d| format!("\"{}\"", d.title))
+            };
+            if !u.is_installed && !u.is_installable {
+                notes.push("does not apply".to_string());
+            }
+            if let Some(bundle) = &u.bundled_in {
+                notes.push(format!("part of {}", title_of(bundle)));
+            }
+            if !u.bundled_update_ids.is_empty() {
+                notes.push(format!("bundle of {}", u.bundled_update_ids.len()));
+            }
+            if !u.superseded_by.is_empty() {
+                let by: Vec<String> = u.superseded_by.iter().map(|id| title_of(id)).collect();
+                notes.push(format!("superseded by {}", by.join(", ")));
+            }
+            if u.is_hidden {
+                notes.push("hidden".to_string());
+            }
+            if u.browse_only {
+                notes.push("optional".to_string());
+            }
             if u.reboot_required {
                 notes.push("restart pending".to_string());
             } else if u.reboot_behavior == wua::InstallationRebootBehavior::AlwaysRequiresReboot {
@@ -380,7 +434,7 @@ pub fn status(global: &GlobalArgs) -> Result<Exit> {
 
 /// Prints rows under headers, columns padded to their widest cell; the last column is not
 /// padded.
-fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
+pub fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
     let mut widths = headers.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -14,26 +14,10 @@ use wua::{
     OperationResultCode, Update, UpdateInstallationResult, UpdateOperation, UpdateSession,
 };
 
-use crate::cli::{GlobalArgs, InstallArgs, Selection, UninstallArgs};
+use crate::Exit;
+use crate::cli::{GlobalArgs, InstallArgs, UninstallArgs};
 use crate::report::{self, HResultJson};
-use crate::{BadInput, Exit, select};
-
-/// `println!` that ignores write errors: an install goes on (and rolls back properly) even when
-/// whoever reads its output has gone away.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that ignores write errors (see `say!`).
-macro_rules! tell {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+use crate::select::{self, Pool};
 
 /// What each job carries as its `async_state`: where its updates sit in the whole run, so the
 /// progress callback can number them across batches.
@@ -68,10 +52,10 @@ const ALREADY_INSTALLED: &str = "already installed (pass --force to reinstall)";
 
 /// An update left out before anything ran, and why.
 #[derive(Serialize)]
-struct Skipped {
-    update_id: String,
-    title: String,
-    reason: String,
+pub struct Skipped {
+    pub update_id: String,
+    pub title: String,
+    pub reason: String,
 }
 
 #[derive(Serialize)]
@@ -94,6 +78,9 @@ struct RunReport {
     reboot_required: bool,
     updates: Vec<UpdateOutcome>,
     skipped: Vec<Skipped>,
+    /// Install only: updates that apply now and did not before the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    became_applicable: Option<Vec<BecameApplicable>>,
     /// Why a batch was refused before it started, if one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<report::ErrorDetail>,
@@ -101,29 +88,54 @@ struct RunReport {
 
 pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
     let session = crate::open_session(global, crate::paths::Access::Write)?;
-    let pool = session.catalog_updates()?;
-    let mut skipped = Vec::new();
-    let chosen = choose(&pool, &args.selection, "catalog update")?;
+    // The candidates are what a search finds: by default WUA's default search (not installed,
+    // not hidden, applicable, not superseded); with --force installed ones too, to reinstall.
+    let default_criteria = if args.force {
+        "IsHidden = 0"
+    } else {
+        select::DEFAULT_CRITERIA
+    };
+    let choice = select::choose(
+        &session,
+        &args.selection,
+        Pool::Catalog {
+            default_criteria,
+            include_superseded: false,
+        },
+        args.selection.all || args.accept_all,
+        "install",
+    )?;
+    choice.tell_notes(global.quiet);
+    let accept = args.accept_eula || args.accept_all;
+    let before = applicable_now(&session)?;
+    let mut skipped = left_out(&choice);
     let mut updates = Vec::new();
-    for update in chosen {
+    for update in choice.updates {
         if update.is_installed() && !args.force {
             skipped.push(skip(&update, ALREADY_INSTALLED));
             continue;
         }
-        if !update.eula_accepted() {
-            if args.accept_eula {
-                if !global.json && !global.quiet {
-                    tell!(
-                        "Licence terms of \"{}\":\n{}\n",
-                        update.title(),
-                        indent(update.eula_text().unwrap_or_default())
-                    );
+        let parts = update.bundled_updates();
+        let unaccepted: Vec<&Update> = std::iter::once(&*update)
+            .chain(parts.iter().map(|p| &**p))
+            .filter(|u| !u.eula_accepted())
+            .collect();
+        if !unaccepted.is_empty() {
+            if accept {
+                for u in unaccepted {
+                    if !global.json && !global.quiet {
+                        tell!(
+                            "Licence terms of \"{}\":\n{}\n",
+                            u.title(),
+                            indent(u.eula_text().unwrap_or_default())
+                        );
+                    }
+                    u.accept_eula()?;
                 }
-                update.accept_eula()?;
-            } else if args.selection.all {
+            } else if !choice.named {
                 skipped.push(skip(
                     &update,
-                    "licence terms not accepted (pass --accept-eula)",
+                    "licence terms not accepted (pass --accept-eula or --accept-all)",
                 ));
                 continue;
             }
@@ -136,6 +148,7 @@ pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
         UpdateOperation::Installation,
         updates,
         skipped,
+        Some(before),
         |i| {
             i.set_is_forced(args.force);
             i.set_force_quiet(args.force_quiet);
@@ -145,11 +158,18 @@ pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
 
 pub fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> Result<Exit> {
     let session = crate::open_session(global, crate::paths::Access::Write)?;
-    let pool = session.installed_updates()?;
-    let mut skipped = Vec::new();
+    let choice = select::choose(
+        &session,
+        &args.selection,
+        Pool::Installed,
+        args.selection.all || args.accept_all,
+        "uninstall",
+    )?;
+    choice.tell_notes(global.quiet);
+    let mut skipped = left_out(&choice);
     let mut updates = Vec::new();
-    for update in choose(&pool, &args.selection, "installed update")? {
-        if args.selection.all && !update.is_uninstallable() {
+    for update in choice.updates {
+        if !choice.named && !update.is_uninstallable() {
             skipped.push(skip(&update, "not uninstallable"));
             continue;
         }
@@ -161,29 +181,70 @@ pub fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> Result<Exit> {
         UpdateOperation::Uninstallation,
         updates,
         skipped,
+        None,
         |_| {},
     )
 }
 
-fn choose(
-    pool: &wua::UpdateCollection,
-    selection: &Selection,
-    what: &str,
-) -> Result<Vec<Arc<Update>>> {
-    if selection.all {
-        return Ok(pool.iter().cloned().collect());
+/// What the selection itself left out: named updates a filter rejected, and parts of a bundle
+/// that is selected too.
+fn left_out(choice: &select::Choice) -> Vec<Skipped> {
+    let mut skipped: Vec<Skipped> = choice
+        .filtered_out
+        .iter()
+        .map(|(u, why)| skip(u, &why.to_string()))
+        .collect();
+    for (part, bundle) in &choice.in_bundle {
+        skipped.push(skip(
+            part,
+            &format!(
+                "part of the bundle \"{}\", which is selected too and includes it",
+                bundle.title()
+            ),
+        ));
     }
-    if selection.updates.is_empty() {
-        return Err(BadInput(
-            "name the updates to act on (ids or KB numbers), or pass --all; run `wua list` to see them"
-                .to_string(),
-        )
-        .into());
-    }
-    Ok(select::by_names(pool, &selection.updates, what)?)
+    skipped
 }
 
-fn skip(update: &Update, reason: &str) -> Skipped {
+/// The updates WUA's default search finds now: after an install, those it finds that it did not
+/// find before have become applicable (an installed prerequisite, typically).
+fn applicable_now(session: &UpdateSession) -> Result<Vec<Arc<Update>>> {
+    Ok(session
+        .create_update_searcher()
+        .search(select::DEFAULT_CRITERIA)?
+        .updates
+        .iter()
+        .cloned()
+        .collect())
+}
+
+/// An update that became applicable during this run.
+#[derive(Serialize)]
+struct BecameApplicable {
+    update_id: String,
+    revision_number: i32,
+    title: String,
+    kb_article_ids: Vec<String>,
+}
+
+/// The argument that names `update` on the command line: its KB number when only it has that
+/// KB article, else its id.
+fn command_name(update: &Update, all: &wua::UpdateCollection) -> String {
+    match update.kb_article_ids().first() {
+        Some(kb)
+            if all
+                .iter()
+                .filter(|u| u.kb_article_ids().contains(kb))
+                .count()
+                == 1 =>
+        {
+            format!("KB{kb}")
+        }
+        _ => update.identity().update_id.to_string(),
+    }
+}
+
+pub fn skip(update: &Update, reason: &str) -> Skipped {
     Skipped {
         update_id: update.identity().update_id.to_string(),
         title: update.title().to_string(),
@@ -191,9 +252,15 @@ fn skip(update: &Update, reason: &str) -> Skipped {
     }
 }
 
-fn indent(text: &str) -> String {
+pub fn indent(text: &str) -> String {
     text.lines()
-        .map(|l| format!("    {l}"))
+        .map(|l| {
+            if l.trim().is_empty() {
+                String::new()
+            } else {
+                format!("    {l}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -204,6 +271,7 @@ fn run(
     operation: UpdateOperation,
     updates: Vec<Arc<Update>>,
     skipped: Vec<Skipped>,
+    applicable_before: Option<Vec<Arc<Update>>>,
     configure: impl Fn(&mut wua::UpdateInstaller),
 ) -> Result<Exit> {
     let verb = match operation {
@@ -238,6 +306,7 @@ fn run(
                 reboot_required: false,
                 updates: vec![],
                 skipped,
+                became_applicable: applicable_before.as_ref().map(|_| Vec::new()),
                 error: None,
             });
         } else if !global.quiet {
@@ -316,6 +385,17 @@ fn run(
     }
     display.finish();
     let overall = InstallationResult::aggregate(outcomes.iter().map(|(_, r)| *r).collect());
+    let became_applicable = match &applicable_before {
+        Some(before) if outcomes.iter().any(|(_, r)| r.result_code.is_success()) => {
+            let before: std::collections::HashSet<_> =
+                before.iter().map(|u| u.identity()).collect();
+            applicable_now(session)?
+                .into_iter()
+                .filter(|u| !before.contains(&u.identity()))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     if global.json {
         report::print_json(&RunReport {
             schema_version: report::SCHEMA_VERSION,
@@ -336,10 +416,44 @@ fn run(
                 })
                 .collect(),
             skipped,
+            became_applicable: applicable_before.as_ref().map(|_| {
+                became_applicable
+                    .iter()
+                    .map(|u| BecameApplicable {
+                        update_id: u.identity().update_id.to_string(),
+                        revision_number: u.identity().revision_number,
+                        title: u.title().to_string(),
+                        kb_article_ids: u.kb_article_ids().to_vec(),
+                    })
+                    .collect()
+            }),
             error: stop.as_ref().map(report::ErrorDetail::from_wua),
         });
     } else if !global.quiet {
         print_summary(&outcomes, &overall, verb);
+        if !became_applicable.is_empty() {
+            let all = session.catalog_updates()?;
+            let (noun, verb_s) = if became_applicable.len() == 1 {
+                ("update applies", "it")
+            } else {
+                ("updates apply", "them")
+            };
+            say!(
+                "{} {noun} now that did not before:",
+                became_applicable.len()
+            );
+            for u in &became_applicable {
+                say!("  {}  {}", command_name(u, &all), u.title());
+            }
+            say!(
+                "Install {verb_s} with: wua install {}",
+                became_applicable
+                    .iter()
+                    .map(|u| command_name(u, &all))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
     }
     if let Some(e) = &stop
         && !global.json
@@ -398,7 +512,12 @@ fn print_summary(
     say!("Result: {} ({})", overall.result_code, parts.join(", "));
     for (u, r) in outcomes {
         if !r.result_code.is_success() && r.result_code != OperationResultCode::NotStarted {
-            say!("  {} \"{}\": {}", r.result_code, u.title(), r.hresult);
+            let hint = if r.hresult == wua::hresult::WU_E_NOT_APPLICABLE {
+                " (`wua search --explain` says why)"
+            } else {
+                ""
+            };
+            say!("  {} \"{}\": {}{hint}", r.result_code, u.title(), r.hresult);
         }
     }
     if overall.reboot_required {

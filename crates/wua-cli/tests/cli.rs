@@ -1,6 +1,8 @@
 //! End-to-end tests of the `wua` binary: the bundled example catalog installed into a temporary
 //! root, exact restoration on uninstall, exit codes, JSON output, cross-process busy, Ctrl-C.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -9,92 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
-use tempfile::TempDir;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn example_catalog() -> PathBuf {
-    repo().join("examples/catalog")
-}
-
-/// A temporary agent: root, state and boot id of its own.
-struct Agent {
-    dir: TempDir,
-    catalog: PathBuf,
-    /// A state directory elsewhere than the default one inside `dir`.
-    state_override: Option<PathBuf>,
-}
-
-impl Agent {
-    fn new(catalog: PathBuf) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("boot_id"), "boot-1\n").unwrap();
-        fs::create_dir(dir.path().join("root")).unwrap();
-        Agent {
-            dir,
-            catalog,
-            state_override: None,
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.state_override
-            .clone()
-            .unwrap_or_else(|| self.dir.path().join("state"))
-    }
-
-    /// Simulates a restart: a new boot id.
-    fn reboot(&self, n: u32) {
-        fs::write(self.dir.path().join("boot_id"), format!("boot-{n}\n")).unwrap();
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("wua").unwrap();
-        c.arg("--catalog")
-            .arg(&self.catalog)
-            .arg("--root")
-            .arg(self.root())
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--boot-id-file")
-            .arg(self.dir.path().join("boot_id"))
-            .env("HOME", self.dir.path())
-            .env_remove("WUA_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all);
-        let value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", out.stdout, out.stderr));
-        (out.code, value)
-    }
-}
-
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::{Agent, Output, example_catalog, repo};
 
 /// Everything under `root` (but the staging folder, which must not exist): kind, mode and
 /// content or link target.
@@ -191,6 +109,16 @@ fn example_catalog_installs_and_uninstalls_exactly() {
         report["updates"][0]["title"],
         "Demo controller firmware 3.2"
     );
+    // --all is WUA's default search: the superseded Hello Tools 0.9, the Demo OS 2 migration
+    // (does not apply) and the Hello extras bundle (applies only once Hello Tools is installed)
+    // were not part of it, and the bundle applies now.
+    assert!(!results.contains_key("Hello Tools 0.9"), "{results:?}");
+    assert!(!results.contains_key("Demo OS 2 settings migration"));
+    assert_eq!(
+        report["became_applicable"][0]["title"], "Hello extras (optional bundle)",
+        "{report:#}"
+    );
+    assert_eq!(report["became_applicable"].as_array().unwrap().len(), 1);
 
     let after = snapshot(&root);
     assert_eq!(
@@ -276,10 +204,23 @@ fn plain_output_numbers_updates_and_summarises() {
         "{}",
         out.stdout
     );
+    // Installing Hello Tools made the Hello extras bundle applicable: said, with the command.
+    assert!(
+        out.stdout
+            .contains("1 update applies now that did not before:"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("Install it with: wua install KB5000011"),
+        "{}",
+        out.stdout
+    );
     // Installing again is a no-op, said so.
     let out = agent.run(&["install", "--all"]);
     assert!(out.stderr.contains("licence terms not accepted"), "{out:?}");
-    let out = agent.run(&["install", "3f1c9a52"]);
+    let out = agent.run(&["install", "3f1c9a52-7d1e-4b8e-9a0f-1e"]);
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("Nothing to install."), "{out:?}");
     assert!(out.stderr.contains("already installed"), "{out:?}");
@@ -301,6 +242,10 @@ fn bad_input_exits_64_with_a_clear_message() {
     let out = agent.run(&["install"]);
     assert_eq!(out.code, 64);
     assert!(out.stderr.contains("or pass --all"), "{out:?}");
+    // Hello Tools 1.0 and 0.9 share this prefix.
+    let out = agent.run(&["install", "3f1c"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(out.stderr.contains("3f1c matches 2 updates"), "{out:?}");
     let out = agent.run(&["install", "--no-such-flag"]);
     assert_eq!(out.code, 64);
     let out = agent.run(&["uninstall", "KB5000001"]);
@@ -561,7 +506,7 @@ fn the_bundled_catalog_is_the_default() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list["updates"].as_array().unwrap().len(), 8);
+    assert_eq!(list["updates"].as_array().unwrap().len(), 13);
     if wua::session::current_uid() != 0 {
         assert!(cache.join("wua/example-catalog/catalog.json").is_file());
     }

@@ -13,10 +13,11 @@
 //! [`build`] authors a catalog from a source tree (one folder per update with `update.json` and a
 //! `payload/` tree), deterministically: the same sources always give the same bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use jiff::Timestamp;
@@ -25,17 +26,23 @@ use uuid::Uuid;
 
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::{
-    WU_E_DM_NOTDOWNLOADED, WU_E_INVALID_FILE, WU_E_INVALID_UPDATE, WU_E_UH_NEEDANOTHERDOWNLOAD,
+    WU_E_DM_NOTDOWNLOADED, WU_E_INVALID_FILE, WU_E_INVALID_RELATIONSHIP, WU_E_INVALID_UPDATE,
+    WU_E_UH_NEEDANOTHERDOWNLOAD,
 };
 use crate::model::{
     Category, DeploymentAction, InstallationBehavior, InstallationImpact,
     InstallationRebootBehavior, UpdateIdentity, UpdateType,
 };
+use crate::rules::{self, Rule};
 
 /// The value of `format` in `catalog.json`.
 pub const FORMAT_MARKER: &str = "wua-catalog";
-/// The catalog format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The catalog format version this build writes. Version 2 added applicability rules, bundles
+/// and the `browse_only`/`is_assigned`/`auto_select_on_web_sites` flags; every version-1 file is
+/// a valid version-2 file, so both are read ([`READS_FORMAT_VERSIONS`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The catalog format versions this build reads.
+pub const READS_FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// The metadata file of a catalog directory.
 pub const CATALOG_FILE: &str = "catalog.json";
 /// The folder holding payload archives.
@@ -51,8 +58,9 @@ pub struct CatalogFile {
     pub format_version: u32,
     /// A human-readable name of the catalog.
     pub name: String,
-    /// Every update, in publication order.
-    pub updates: Vec<UpdateDefinition>,
+    /// Every update, in publication order. Shared: updates handed out by searches point at
+    /// these definitions instead of copying them.
+    pub updates: Vec<Arc<UpdateDefinition>>,
 }
 
 /// One update's metadata as the catalog publishes it (the fields of `IUpdate` an agent models,
@@ -112,6 +120,24 @@ pub struct UpdateDefinition {
     /// `Deadline`.
     #[serde(default)]
     pub deadline: Option<Timestamp>,
+    /// `BrowseOnly` (`IUpdate3`): an optional update, found by browsing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub browse_only: bool,
+    /// `IsAssigned` in search criteria: meant for automatic deployment. Defaults to
+    /// `!browse_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_assigned: Option<bool>,
+    /// `AutoSelectOnWebSites`. Defaults to `!browse_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_select_on_web_sites: Option<bool>,
+    /// Detection rules deciding whether the update is installed and whether it applies to a
+    /// machine (`crate::rules`).
+    #[serde(default, skip_serializing_if = "Applicability::is_empty")]
+    pub applicability: Applicability,
+    /// `BundledUpdates`: the ids of the updates this one bundles, in install order. Each is an
+    /// update of the same catalog that bundles nothing itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundled_updates: Vec<Uuid>,
     /// The payload archive.
     pub payload: PayloadRef,
     /// How the payload is installed.
@@ -126,6 +152,44 @@ fn default_deployment_action() -> DeploymentAction {
 }
 fn yes() -> bool {
     true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An update's detection rules, as WSUS metadata has them (`IsInstalled`, `IsInstallable`).
+///
+/// An update is installed when wua installed this revision or `is_installed` holds; it applies
+/// (is installable) when `is_installable` holds or is absent. A search returns an update only
+/// when it is installed or applies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Applicability {
+    /// Detects the update as installed even when wua did not install it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_installed: Option<Rule>,
+    /// The update applies to this machine; absent means everywhere. Prerequisites are
+    /// `update_installed` rules here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_installable: Option<Rule>,
+}
+
+impl Applicability {
+    /// True when neither rule is given.
+    pub fn is_empty(&self) -> bool {
+        self.is_installed.is_none() && self.is_installable.is_none()
+    }
+}
+
+impl UpdateDefinition {
+    /// `IsAssigned`: meant for automatic deployment (`is_assigned`, else `!browse_only`).
+    pub fn is_assigned(&self) -> bool {
+        self.is_assigned.unwrap_or(!self.browse_only)
+    }
+    /// `AutoSelectOnWebSites` (`auto_select_on_web_sites`, else `!browse_only`).
+    pub fn auto_select_on_web_sites(&self) -> bool {
+        self.auto_select_on_web_sites.unwrap_or(!self.browse_only)
+    }
 }
 
 /// A payload archive, addressed by content.
@@ -230,6 +294,7 @@ pub enum ExitAction {
 pub struct Catalog {
     dir: PathBuf,
     file: CatalogFile,
+    index: HashMap<Uuid, usize>,
 }
 
 impl Catalog {
@@ -255,7 +320,17 @@ impl Catalog {
             }
         };
         let file = parse_catalog(&path, &bytes)?;
-        Ok(Catalog { dir, file })
+        Ok(Catalog::from_parts(dir, file))
+    }
+
+    fn from_parts(dir: PathBuf, file: CatalogFile) -> Catalog {
+        let index = file
+            .updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.identity.update_id, i))
+            .collect();
+        Catalog { dir, file, index }
     }
 
     /// The catalog directory.
@@ -269,16 +344,13 @@ impl Catalog {
     }
 
     /// Every update definition, in publication order.
-    pub fn updates(&self) -> &[UpdateDefinition] {
+    pub fn updates(&self) -> &[Arc<UpdateDefinition>] {
         &self.file.updates
     }
 
     /// The definition with this update id.
-    pub fn find(&self, update_id: Uuid) -> Option<&UpdateDefinition> {
-        self.file
-            .updates
-            .iter()
-            .find(|u| u.identity.update_id == update_id)
+    pub fn find(&self, update_id: Uuid) -> Option<&Arc<UpdateDefinition>> {
+        self.index.get(&update_id).map(|&i| &self.file.updates[i])
     }
 
     /// Where the payload file lives in this catalog.
@@ -379,12 +451,14 @@ pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
         ));
     }
     match header.format_version {
-        Some(FORMAT_VERSION) => {}
+        Some(v) if READS_FORMAT_VERSIONS.contains(&v) => {}
         Some(v) => {
             return Err(Error::invalid_file(
                 path,
                 format!(
-                    "catalog format version {v} is not supported (this wua reads version {FORMAT_VERSION}); upgrade wua"
+                    "catalog format version {v} is not supported (this wua reads versions {} to {}); upgrade wua",
+                    READS_FORMAT_VERSIONS.start(),
+                    READS_FORMAT_VERSIONS.end()
                 ),
             ));
         }
@@ -392,6 +466,22 @@ pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
     }
     let file: CatalogFile = serde_json::from_slice(bytes)
         .map_err(|e| Error::invalid_file(path, format!("invalid catalog metadata: {e}")))?;
+    if file.format_version == 1 {
+        // Each version is read by its own rules: a version-1 file has no version-2 fields.
+        if let Some((update, field)) = file
+            .updates
+            .iter()
+            .find_map(|u| version_2_field(u).map(|f| (u, f)))
+        {
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "update {} uses \"{field}\", which format version 1 does not have; declare \"format_version\": 2",
+                    update.identity.update_id
+                ),
+            ));
+        }
+    }
     let mut seen = HashSet::new();
     for update in &file.updates {
         validate_definition(update).map_err(|e| {
@@ -416,13 +506,138 @@ pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
             ));
         }
     }
+    validate_relationships(&file).map_err(|e| {
+        Error::code(
+            WU_E_INVALID_RELATIONSHIP,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
     Ok(file)
+}
+
+/// The first field of format version 2 that `update` uses, if any.
+fn version_2_field(update: &UpdateDefinition) -> Option<&'static str> {
+    if update.browse_only {
+        Some("browse_only")
+    } else if update.is_assigned.is_some() {
+        Some("is_assigned")
+    } else if update.auto_select_on_web_sites.is_some() {
+        Some("auto_select_on_web_sites")
+    } else if !update.applicability.is_empty() {
+        Some("applicability")
+    } else if !update.bundled_updates.is_empty() {
+        Some("bundled_updates")
+    } else {
+        None
+    }
+}
+
+/// Checks what relates updates to each other: bundles name updates of this catalog that bundle
+/// nothing themselves, and `is_installed` rules do not depend on each other in a cycle (which
+/// detection could not decide).
+fn validate_relationships(file: &CatalogFile) -> std::result::Result<(), String> {
+    let by_id: HashMap<Uuid, &UpdateDefinition> = file
+        .updates
+        .iter()
+        .map(|u| (u.identity.update_id, &**u))
+        .collect();
+    for update in &file.updates {
+        for child in &update.bundled_updates {
+            match by_id.get(child) {
+                None => {
+                    return Err(format!(
+                        "update {} ({}) bundles {child}, which is not in the catalog; add it or remove it from bundled_updates",
+                        update.identity.update_id, update.title
+                    ));
+                }
+                Some(c) if !c.bundled_updates.is_empty() => {
+                    return Err(format!(
+                        "update {} ({}) bundles {child} ({}), which is a bundle itself; bundles nest one level only",
+                        update.identity.update_id, update.title, c.title
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // Depth-first search for a cycle through `update_installed` references of `is_installed`
+    // rules; ids outside the catalog end a path (only the store can answer for them).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    let edges = |id: &Uuid| -> Vec<Uuid> {
+        by_id
+            .get(id)
+            .and_then(|u| u.applicability.is_installed.as_ref())
+            .map(rules::referenced_updates)
+            .unwrap_or_default()
+    };
+    let mut marks: HashMap<Uuid, Mark> = HashMap::new();
+    for start in file.updates.iter().map(|u| u.identity.update_id) {
+        if marks.contains_key(&start) {
+            continue;
+        }
+        let mut stack = vec![(start, edges(&start), 0usize)];
+        marks.insert(start, Mark::Active);
+        while let Some((id, next, i)) = stack.last_mut() {
+            if let Some(&to) = next.get(*i) {
+                *i += 1;
+                match marks.get(&to) {
+                    Some(Mark::Active) => {
+                        let mut cycle: Vec<String> =
+                            stack.iter().map(|(id, ..)| id.to_string()).collect();
+                        cycle.push(to.to_string());
+                        return Err(format!(
+                            "the is_installed rules of these updates depend on each other in a cycle: {}; detection cannot decide them, so break the cycle",
+                            cycle.join(" -> ")
+                        ));
+                    }
+                    Some(Mark::Done) => {}
+                    None if by_id.contains_key(&to) => {
+                        marks.insert(to, Mark::Active);
+                        let e = edges(&to);
+                        stack.push((to, e, 0));
+                    }
+                    None => {}
+                }
+            } else {
+                marks.insert(*id, Mark::Done);
+                stack.pop();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks one definition's own consistency; the message says what is wrong.
 fn validate_definition(update: &UpdateDefinition) -> std::result::Result<(), String> {
     if update.title.trim().is_empty() {
         return Err("the title is empty".into());
+    }
+    for (rule, what) in [
+        (&update.applicability.is_installed, "is_installed"),
+        (&update.applicability.is_installable, "is_installable"),
+    ] {
+        if let Some(rule) = rule {
+            rules::validate(rule).map_err(|e| format!("applicability.{what}: {e}"))?;
+        }
+    }
+    let id = update.identity.update_id;
+    if update.superseded_update_ids.contains(&id) {
+        return Err("the update lists itself in superseded_update_ids".into());
+    }
+    if update.bundled_updates.contains(&id) {
+        return Err("the update lists itself in bundled_updates".into());
+    }
+    let mut children = HashSet::new();
+    if let Some(dup) = update
+        .bundled_updates
+        .iter()
+        .find(|c| !children.insert(**c))
+    {
+        return Err(format!("bundled_updates lists {dup} twice"));
     }
     if update.identity.revision_number < 0 {
         return Err(format!(
@@ -784,7 +999,7 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
         let def: UpdateDefinition = serde_json::from_value(value).map_err(|e| {
             Error::invalid_file(&meta_path, format!("invalid update metadata: {e}"))
         })?;
-        updates.push(def);
+        updates.push(Arc::new(def));
         archives.push((payload.sha256, archive.bytes));
     }
     let file = CatalogFile {
@@ -848,13 +1063,17 @@ struct PackedTree {
 }
 
 /// Packs a directory tree into a deterministic `.tar.zst`.
+///
+/// A missing tree packs as an empty archive: bundles often carry nothing of their own, and git
+/// cannot keep an empty folder.
 fn pack_tree(root: &Path) -> Result<PackedTree> {
-    let meta = std::fs::symlink_metadata(root).at("cannot read payload tree", root)?;
-    if !meta.is_dir() {
-        return Err(Error::invalid_file(root, "the payload must be a directory"));
-    }
     let mut entries = Vec::new();
-    collect(root, root, &mut entries)?;
+    match std::fs::symlink_metadata(root) {
+        Ok(meta) if meta.is_dir() => collect(root, root, &mut entries)?,
+        Ok(_) => return Err(Error::invalid_file(root, "the payload must be a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot read payload tree", root, e)),
+    }
     entries.sort();
     let mut tar = tar::Builder::new(Vec::new());
     let mut installed_size = 0;
@@ -945,6 +1164,11 @@ pub(crate) fn test_definition(update_id: Uuid) -> UpdateDefinition {
         uninstallation_notes: String::new(),
         uninstallation_steps: vec![],
         deadline: None,
+        browse_only: false,
+        is_assigned: None,
+        auto_select_on_web_sites: None,
+        applicability: Applicability::default(),
+        bundled_updates: vec![],
         payload: PayloadRef {
             sha256: "0".repeat(64),
             size: 0,
@@ -1038,7 +1262,7 @@ mod tests {
             format: FORMAT_MARKER.into(),
             format_version: 1,
             name: "x".into(),
-            updates: vec![def.clone(), def],
+            updates: vec![Arc::new(def.clone()), Arc::new(def)],
         };
         let e = parse_catalog(p, &serde_json::to_vec(&file).unwrap()).unwrap_err();
         assert_eq!(e.hresult(), WU_E_INVALID_UPDATE, "{e}");
@@ -1164,7 +1388,7 @@ mod tests {
                 format: FORMAT_MARKER.into(),
                 format_version: FORMAT_VERSION,
                 name: "p".into(),
-                updates: vec![test_definition(Uuid::from_u128(7))],
+                updates: vec![Arc::new(test_definition(Uuid::from_u128(7)))],
             };
             let mut bytes = serde_json::to_vec(&file).unwrap();
             let at = pos % bytes.len();
@@ -1199,7 +1423,7 @@ mod tests {
                 format: FORMAT_MARKER.into(),
                 format_version: FORMAT_VERSION,
                 name: "p".into(),
-                updates: vec![def],
+                updates: vec![Arc::new(def)],
             };
             let bytes = serde_json::to_vec(&file).unwrap();
             let back = parse_catalog(Path::new("rt.json"), &bytes);

@@ -654,8 +654,11 @@ impl UpdateInstaller {
             }
         };
         check_exclusive(&updates, operation)?;
-        if operation == UpdateOperation::Installation && updates.iter().all(|u| !u.eula_accepted())
-        {
+        // A bundle counts as accepted only when every part is too (a part's refusal fails it).
+        let accepted = |u: &Arc<Update>| {
+            u.eula_accepted() && u.bundled_updates().iter().all(|p| p.eula_accepted())
+        };
+        if operation == UpdateOperation::Installation && !updates.iter().any(accepted) {
             return Err(Error::code(
                 WU_E_EULAS_DECLINED,
                 "cannot install: the licence terms of every update given are not accepted; accept them first (accept_eula, or --accept-eula)",
@@ -855,7 +858,12 @@ impl Worker {
         let _ = self.events.send(Event::Progress(snapshot));
     }
 
-    /// Installs or uninstalls one update and records the outcome.
+    /// Installs or uninstalls one update of the job and records the outcome. A bundle is its
+    /// parts in order: for an install the bundled updates, then the bundle's own payload; for an
+    /// uninstall the reverse. Each part is its own transaction with its own history entry; the
+    /// first part that fails ends the bundle with that failure (parts done before it stay
+    /// done). A new bundle that does not apply fails before any part is touched; a bundle whose
+    /// parts were all already done reports `WU_S_ALREADY_INSTALLED`/`_UNINSTALLED`.
     fn process<S>(
         &self,
         job: &InstallationJob<S>,
@@ -863,8 +871,129 @@ impl Worker {
         update: &Update,
     ) -> UpdateInstallationResult {
         let operation = job.inner.operation;
-        let n = job.inner.updates.len();
-        // Per-update refusals (DIGEST §10.7, §10.9 and ForceQuiet).
+        let mut parts: Vec<&Update> = Vec::new();
+        let bundled = update.bundled_updates();
+        match operation {
+            UpdateOperation::Installation => {
+                parts.extend(bundled.iter().map(|b| &**b));
+                parts.push(update);
+            }
+            UpdateOperation::Uninstallation => {
+                parts.push(update);
+                // A part that another installed bundle also lists stays: that bundle still
+                // needs it. (A part installed on its own earlier cannot be told apart and is
+                // removed with the bundle.)
+                let shared = match self.parts_of_other_installed_bundles(update) {
+                    Ok(shared) => shared,
+                    Err(e) => return self.record_error(update, operation, e),
+                };
+                parts.extend(
+                    bundled
+                        .iter()
+                        .rev()
+                        .filter(|b| !shared.contains(&b.identity().update_id))
+                        .map(|b| &**b),
+                );
+            }
+        }
+        // Refusals are decided for the whole bundle before any part is touched.
+        for part in &parts {
+            if let Some((hresult, why)) = self.refusal(operation, part) {
+                tracing::info!("{} {}: refused, {why}", operation, update.title());
+                return self.record_failure(
+                    update,
+                    operation,
+                    hresult,
+                    0,
+                    OperationResultCode::Failed,
+                );
+            }
+        }
+        // So is a new bundle's applicability: checked only at its own turn, after its parts, a
+        // bundle that does not apply would fail with WU_E_NOT_APPLICABLE and leave every part
+        // installed. (Each part is still checked at its turn, since a part may need an earlier
+        // one; the bundle is checked again at its turn, which changes nothing.)
+        if operation == UpdateOperation::Installation && parts.len() > 1 {
+            match self
+                .agent
+                .store
+                .installed_update(update.identity().update_id)
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    match crate::search::engine::check_applies(&self.agent, update.definition()) {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => {
+                            tracing::info!("install {}: does not apply: {reason}", update.title());
+                            return self.record_failure(
+                                update,
+                                operation,
+                                WU_E_NOT_APPLICABLE,
+                                0,
+                                OperationResultCode::Failed,
+                            );
+                        }
+                        Err(e) => return self.record_error(update, operation, e),
+                    }
+                }
+                Err(e) => return self.record_error(update, operation, e),
+            }
+        }
+        let mut reboot_required = false;
+        let mut last = succeeded(false);
+        // Whether every part was already as wanted (WU_S_ALREADY_INSTALLED/_UNINSTALLED).
+        let mut nothing_done = true;
+        for (k, part) in parts.iter().enumerate() {
+            if k > 0 && job.inner.abort.load(Ordering::Acquire) {
+                return self.record_failure(
+                    update,
+                    operation,
+                    WU_E_CALL_CANCELLED,
+                    0,
+                    OperationResultCode::Aborted,
+                );
+            }
+            last = self.process_part(job, index, part, (k, parts.len()));
+            if !last.result_code.is_success() {
+                return last;
+            }
+            reboot_required |= last.reboot_required;
+            nothing_done &=
+                last.hresult == WU_S_ALREADY_INSTALLED || last.hresult == WU_S_ALREADY_UNINSTALLED;
+        }
+        // A bundle whose parts were all already installed (or uninstalled) is itself: report
+        // that code, as for a single update, rather than S_OK, which says work was done.
+        if parts.len() > 1 && !nothing_done {
+            last = succeeded(reboot_required);
+        }
+        last
+    }
+
+    /// The parts of installed bundles other than `update`.
+    fn parts_of_other_installed_bundles(
+        &self,
+        update: &Update,
+    ) -> Result<std::collections::HashSet<uuid::Uuid>> {
+        if update.bundled_updates().is_empty() {
+            return Ok(Default::default());
+        }
+        let id = update.identity().update_id;
+        Ok(self
+            .agent
+            .store
+            .installed_updates()?
+            .into_iter()
+            .filter(|i| i.definition.identity.update_id != id)
+            .flat_map(|i| i.definition.bundled_updates)
+            .collect())
+    }
+
+    /// Why this update may not be processed at all (DIGEST §10.7, §10.9 and ForceQuiet).
+    fn refusal(
+        &self,
+        operation: UpdateOperation,
+        update: &Update,
+    ) -> Option<(HResult, &'static str)> {
         let refusal = match operation {
             UpdateOperation::Installation if !update.eula_accepted() => {
                 Some((WU_E_EULAS_DECLINED, "its licence terms are not accepted"))
@@ -878,16 +1007,29 @@ impl Worker {
             UpdateOperation::Installation => update.installation_behavior(),
             UpdateOperation::Uninstallation => update.uninstallation_behavior(),
         };
-        let refusal = refusal.or_else(|| {
+        refusal.or_else(|| {
             (self.force_quiet && behavior.can_request_user_input).then_some((
                 WU_E_UH_DOESNOTSUPPORTACTION,
                 "it can ask for user input and ForceQuiet is set",
             ))
-        });
-        if let Some((hresult, why)) = refusal {
-            tracing::info!("{} {}: refused, {why}", operation, update.title());
-            return self.record_failure(update, operation, hresult, 0, OperationResultCode::Failed);
-        }
+        })
+    }
+
+    /// Installs or uninstalls one update (or one part of a bundle: `part` is its index and the
+    /// number of parts, which share the update's progress range).
+    fn process_part<S>(
+        &self,
+        job: &InstallationJob<S>,
+        index: usize,
+        update: &Update,
+        part: (usize, usize),
+    ) -> UpdateInstallationResult {
+        let operation = job.inner.operation;
+        let n = job.inner.updates.len();
+        let behavior = match operation {
+            UpdateOperation::Installation => update.installation_behavior(),
+            UpdateOperation::Uninstallation => update.uninstallation_behavior(),
+        };
         let id = update.identity().update_id;
         let store = &self.agent.store;
         let installed = match store.installed_update(id) {
@@ -915,10 +1057,31 @@ impl Worker {
                     result_code: OperationResultCode::Succeeded,
                 };
             }
+            // A new install must still apply to the machine as it is now: the search that
+            // offered it may be old, and an earlier update of this job may have been its
+            // prerequisite. Upgrades and reinstalls of an installed update are not re-checked:
+            // rules often say "applies while not installed".
+            (UpdateOperation::Installation, None) => {
+                match crate::search::engine::check_applies(&self.agent, update.definition()) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        tracing::info!("install {}: does not apply: {reason}", update.title());
+                        return self.record_failure(
+                            update,
+                            operation,
+                            WU_E_NOT_APPLICABLE,
+                            0,
+                            OperationResultCode::Failed,
+                        );
+                    }
+                    Err(e) => return self.record_error(update, operation, e),
+                }
+            }
             _ => {}
         }
+        let (k, parts) = part;
         let mut report = |pct: u32| {
-            let pct = pct.min(100);
+            let pct = ((k as u32 * 100 + pct.min(100)) / parts.max(1) as u32).min(100);
             self.set_progress(job, |p| {
                 if pct > p.current_update_percent_complete {
                     p.current_update_percent_complete = pct;

@@ -10,8 +10,9 @@
 //! use wua::{AgentConfig, NoCallback, UpdateSession};
 //!
 //! let session = UpdateSession::open(AgentConfig::new("/tmp/root", "/tmp/state", "examples/catalog"))?;
+//! let found = session.create_update_searcher().search("IsInstalled = 0 and Type = 'Software'")?;
 //! let mut installer = session.create_update_installer();
-//! installer.set_updates(&session.catalog_updates()?.copy());
+//! installer.set_updates(&found.updates);
 //! let job = installer.begin_install(
 //!     |job: &wua::InstallationJob<&str>, args: &wua::InstallationProgressChangedCallbackArgs| {
 //!         println!("{}: {}%", job.async_state(), args.progress.percent_complete)
@@ -25,8 +26,8 @@
 //! ```
 //!
 //! Modules follow WUA's object model: [`model`] (updates, collections, enums), [`hresult`] (every
-//! WU_E_*/WU_S_* code), [`error`], [`session`], [`install`], [`handlers`], [`catalog`],
-//! [`store`]. `docs/ARCHITECTURE.md` maps each WUA interface member to its Rust item.
+//! WU_E_*/WU_S_* code), [`error`], [`session`], [`search`] (criteria, applicability, search
+//! jobs), [`rules`] (detection rules), [`install`], [`handlers`], [`catalog`], [`store`]. `docs/ARCHITECTURE.md` maps each WUA interface member to its Rust item.
 
 #![warn(missing_docs)]
 
@@ -38,6 +39,7 @@ pub mod hresult;
 pub mod install;
 mod lock;
 pub mod model;
+pub mod rules;
 pub mod search;
 pub mod session;
 pub mod store;
@@ -54,8 +56,12 @@ pub use install::{
 };
 pub use model::{
     Category, DeploymentAction, InstallationBehavior, InstallationImpact,
-    InstallationRebootBehavior, OperationResultCode, Update, UpdateCollection, UpdateIdentity,
-    UpdateOperation, UpdateType,
+    InstallationRebootBehavior, OperationResultCode, SearchScope, Update, UpdateCollection,
+    UpdateExceptionContext, UpdateIdentity, UpdateOperation, UpdateType,
+};
+pub use search::{
+    Explanation, SearchCompletedCallback, SearchCompletedCallbackArgs, SearchJob, SearchResult,
+    UpdateException, UpdateSearcher, Verdict,
 };
 pub use session::{AgentConfig, SystemInformation, UpdateSession};
 pub use store::UpdateHistoryEntry;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::catalog::{HandlerSpec, PayloadRef, UpdateDefinition};
 use crate::error::{Error, Result};
-use crate::hresult::{WU_E_INVALIDINDEX, WU_E_NOT_SUPPORTED};
-use crate::store::Store;
+use crate::hresult::{WU_E_DS_DECLINENOTALLOWED, WU_E_INVALIDINDEX, WU_E_NOT_SUPPORTED};
+use crate::store::{EulaAcceptance, Store};
 
 macro_rules! wua_enum {
     (
@@ -133,6 +133,39 @@ wua_enum! {
     }
 }
 
+wua_enum! {
+    /// `SearchScope` (`ne-wuapi-searchscope`): whose updates a search returns.
+    SearchScope {
+        /// `searchScopeDefault`: the same as `MachineOnly`.
+        Default = 0 => "Default",
+        /// `searchScopeMachineOnly`.
+        MachineOnly = 1 => "MachineOnly",
+        /// `searchScopeCurrentUserOnly`: per-user updates of the calling user.
+        CurrentUserOnly = 2 => "CurrentUserOnly",
+        /// `searchScopeMachineAndCurrentUser`: documented as not supported.
+        MachineAndCurrentUser = 3 => "MachineAndCurrentUser",
+        /// `searchScopeMachineAndAllUsers`: documented as not supported.
+        MachineAndAllUsers = 4 => "MachineAndAllUsers",
+        /// `searchScopeAllUsers`: documented as not supported.
+        AllUsers = 5 => "AllUsers",
+    }
+}
+
+wua_enum! {
+    /// `UpdateExceptionContext` (`ne-wuapi-updateexceptioncontext`): where a search warning
+    /// arose.
+    UpdateExceptionContext {
+        /// `uecGeneral`.
+        General = 1 => "General",
+        /// `uecWindowsDriver`.
+        WindowsDriver = 2 => "WindowsDriver",
+        /// `uecWindowsInstaller`.
+        WindowsInstaller = 3 => "WindowsInstaller",
+        /// `uecSearchIncomplete`.
+        SearchIncomplete = 4 => "SearchIncomplete",
+    }
+}
+
 impl OperationResultCode {
     /// True for `Succeeded` and `SucceededWithErrors`.
     pub fn is_success(self) -> bool {
@@ -193,41 +226,59 @@ pub struct Category {
 
 /// `IUpdate`: one update of the catalog, with its state on this machine at the time it was read.
 ///
-/// `is_installed`, `is_downloaded` and `reboot_required` are snapshots taken when the update was
-/// obtained, as WUA's are "when the search was performed" (`iupdate-get_isinstalled`). The EULA
-/// flag is live: [`Update::accept_eula`] records the acceptance in the agent's store.
+/// `is_installed`, `is_installable`, `is_present` and `is_downloaded` are snapshots taken when
+/// the update was obtained, as WUA's are "when the search was performed"
+/// (`iupdate-get_isinstalled`). The EULA and hidden flags are live: [`Update::accept_eula`] and
+/// [`Update::set_hidden`] record the change in the agent's store.
 #[derive(Debug)]
 pub struct Update {
-    definition: UpdateDefinition,
-    is_installed: bool,
-    is_downloaded: bool,
+    definition: Arc<UpdateDefinition>,
+    state: UpdateState,
     eula_accepted: AtomicBool,
+    is_hidden: AtomicBool,
+    bundled: Vec<Arc<Update>>,
     store: Option<Arc<Store>>,
+}
+
+/// An update's state on a machine when it was read (see [`Update`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UpdateState {
+    pub is_installed: bool,
+    pub is_installable: bool,
+    pub is_present: bool,
+    pub is_downloaded: bool,
+    pub is_hidden: bool,
+    pub eula_accepted: bool,
 }
 
 impl Update {
     /// An update built from a catalog definition, with the machine state given.
     pub(crate) fn new(
-        definition: UpdateDefinition,
-        is_installed: bool,
-        is_downloaded: bool,
-        eula_accepted: bool,
+        definition: Arc<UpdateDefinition>,
+        state: UpdateState,
+        bundled: Vec<Arc<Update>>,
         store: Option<Arc<Store>>,
     ) -> Self {
         Update {
+            eula_accepted: AtomicBool::new(state.eula_accepted),
+            is_hidden: AtomicBool::new(state.is_hidden),
             definition,
-            is_installed,
-            is_downloaded,
-            eula_accepted: AtomicBool::new(eula_accepted),
+            state,
+            bundled,
             store,
         }
     }
 
-    /// An update that is not attached to any agent: installed and downloaded are false, and the
-    /// EULA is accepted only if it has none. Useful for tests and tools that build catalogs.
+    /// An update that is not attached to any agent: not installed, installable, not downloaded,
+    /// not hidden, bundling nothing, and its EULA accepted only if it has none. Useful for tests
+    /// and tools that build catalogs.
     pub fn detached(definition: UpdateDefinition) -> Self {
-        let eula_accepted = definition.eula_text.is_none();
-        Update::new(definition, false, false, eula_accepted, None)
+        let state = UpdateState {
+            is_installable: true,
+            eula_accepted: definition.eula_text.is_none(),
+            ..UpdateState::default()
+        };
+        Update::new(Arc::new(definition), state, Vec::new(), None)
     }
 
     /// The catalog definition this update was built from.
@@ -315,14 +366,57 @@ impl Update {
             .and_then(|store| store.reboot_pending_for(self.identity().update_id).ok())
             .unwrap_or(false)
     }
-    /// `IsInstalled`, as it was when the update was read.
+    /// `IsInstalled`, as it was when the update was read: wua installed this revision, or the
+    /// update's `is_installed` detection rule held (`crate::rules`).
     pub fn is_installed(&self) -> bool {
-        self.is_installed
+        self.state.is_installed
     }
-    /// `IsDownloaded`: all content is on this machine (for a local catalog: the payload file is
-    /// present with its declared size; its digest is verified before installing).
+    /// The update applies to this machine, as it did when the update was read: its
+    /// `is_installable` rule (prerequisites included) held, or it has none. WSUS metadata calls
+    /// this `IsInstallable`; the installer checks it again before installing.
+    pub fn is_installable(&self) -> bool {
+        self.state.is_installable
+    }
+    /// `IUpdate2.IsPresent`: some revision of this update is installed (`iupdate2-get_ispresent`
+    /// says "installed for one or more products"; wua has one product, the target root).
+    pub fn is_present(&self) -> bool {
+        self.state.is_present
+    }
+    /// `IsDownloaded`: all content is on this machine (the payload file is in the catalog's
+    /// content store; its digest is verified before installing). A bundle is downloaded when
+    /// it and every update it bundles are.
     pub fn is_downloaded(&self) -> bool {
-        self.is_downloaded
+        self.state.is_downloaded && self.bundled.iter().all(|b| b.is_downloaded())
+    }
+    /// `IsHidden`: a user hid this update; default searches leave it out.
+    pub fn is_hidden(&self) -> bool {
+        self.is_hidden.load(Ordering::Acquire)
+    }
+    /// `BrowseOnly` (`IUpdate3`): an optional update.
+    pub fn browse_only(&self) -> bool {
+        self.definition.browse_only
+    }
+    /// `IsAssigned` as search criteria use it: meant for automatic deployment.
+    pub fn is_assigned(&self) -> bool {
+        self.definition.is_assigned()
+    }
+    /// `AutoSelectOnWebSites`.
+    pub fn auto_select_on_web_sites(&self) -> bool {
+        self.definition.auto_select_on_web_sites()
+    }
+    /// `BundledUpdates`: the updates this one bundles, in install order, as a read-only
+    /// collection (`nn-wuapi-iupdate`). Installing a bundle installs them first.
+    pub fn bundled_updates(&self) -> UpdateCollection {
+        UpdateCollection::read_only_from(self.bundled.clone())
+    }
+    /// `MaxDownloadSize`: the bytes to download for this update and the updates it bundles.
+    pub fn max_download_size(&self) -> u64 {
+        self.definition.payload.size
+            + self
+                .bundled
+                .iter()
+                .map(|b| b.max_download_size())
+                .sum::<u64>()
     }
     /// `Deadline`, if the update has one.
     pub fn deadline(&self) -> Option<Timestamp> {
@@ -341,8 +435,8 @@ impl Update {
     }
 
     /// `AcceptEula()`: accepts the licence terms on this machine, persistently when the update
-    /// came from an agent session (`iupdate-accepteula`). Accepting an update without terms does
-    /// nothing.
+    /// came from an agent session, recording who and when (`iupdate-accepteula`). Accepting an
+    /// update without terms does nothing.
     pub fn accept_eula(&self) -> Result<()> {
         if self.eula_text().is_some()
             && let Some(store) = &self.store
@@ -350,6 +444,42 @@ impl Update {
             store.accept_eula(self.identity(), &current_user_name())?;
         }
         self.eula_accepted.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Who accepted this revision's licence terms and when; `None` if not accepted or the
+    /// update is detached.
+    pub fn eula_acceptance(&self) -> Result<Option<EulaAcceptance>> {
+        match &self.store {
+            Some(store) if self.eula_text().is_some() => store.eula_acceptance(self.identity()),
+            _ => Ok(None),
+        }
+    }
+
+    /// `put_IsHidden`: hides or unhides the update on this machine, for all its revisions,
+    /// persistently when it came from an agent session. Hiding a mandatory update, or one with
+    /// a deadline, fails with `WU_E_DS_DECLINENOTALLOWED` (`iupdate-put_ishidden`, DIGEST §10.21);
+    /// unhiding is always allowed.
+    pub fn set_hidden(&self, hidden: bool) -> Result<()> {
+        if hidden && (self.is_mandatory() || self.deadline().is_some()) {
+            let why = if self.is_mandatory() {
+                "it is mandatory"
+            } else {
+                "it has a deadline"
+            };
+            return Err(Error::code(
+                WU_E_DS_DECLINENOTALLOWED,
+                format!(
+                    "cannot hide \"{}\" ({}): {why}; mandatory and deadline updates cannot be hidden",
+                    self.title(),
+                    self.identity().update_id
+                ),
+            ));
+        }
+        if let Some(store) = &self.store {
+            store.set_hidden(self.identity().update_id, hidden, &current_user_name())?;
+        }
+        self.is_hidden.store(hidden, Ordering::Release);
         Ok(())
     }
 }

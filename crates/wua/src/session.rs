@@ -1,16 +1,19 @@
 //! `IUpdateSession` and `ISystemInformation`: the entry point to an agent's state.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::catalog::Catalog;
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, UpdateDefinition};
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::WU_E_INVALID_FILE;
 use crate::install::UpdateInstaller;
 use crate::lock::InstallLock;
-use crate::model::{Update, UpdateCollection};
+use crate::model::{Update, UpdateCollection, UpdateState};
+use crate::search::UpdateSearcher;
 use crate::store::{Store, UpdateHistoryEntry};
 
 /// Where the Linux kernel publishes the id of the current boot.
@@ -179,45 +182,73 @@ impl UpdateSession {
         &self.agent.store
     }
 
-    /// Every update of the catalog with its state on this machine now, as a read-only
-    /// collection (the search criteria language that narrows this down is `UpdateSearcher`'s).
+    /// Every update of the catalog with its state on this machine now, in publication order, as
+    /// a read-only collection: updates that do not apply and bundled parts included. Searches
+    /// ([`Self::create_update_searcher`]) are what narrow this down.
     pub fn catalog_updates(&self) -> Result<UpdateCollection> {
-        // Installed means this revision is installed; another installed revision makes this
-        // one an available upgrade.
-        let installed: HashSet<_> = self.agent.store.installed_identities()?;
-        let mut updates = Vec::with_capacity(self.agent.catalog.updates().len());
-        for def in self.agent.catalog.updates() {
-            updates.push(Arc::new(
-                self.update_from(def.clone(), installed.contains(&def.identity))?,
-            ));
-        }
-        Ok(UpdateCollection::read_only_from(updates))
+        Ok(UpdateCollection::read_only_from(
+            crate::search::engine::all_updates(&self.agent)?,
+        ))
     }
 
     /// Every update wua has installed, including ones the catalog no longer lists, oldest first.
+    /// Each is the revision recorded at install time; a bundle carries its parts (the installed
+    /// revision of each, else the catalog's), so uninstalling it removes them too.
     pub fn installed_updates(&self) -> Result<UpdateCollection> {
-        let mut updates = Vec::new();
-        for installed in self.agent.store.installed_updates()? {
-            updates.push(Arc::new(self.update_from(installed.definition, true)?));
-        }
+        let snapshot = self.agent.store.snapshot()?;
+        let installed: Vec<Arc<UpdateDefinition>> = self
+            .agent
+            .store
+            .installed_updates()?
+            .into_iter()
+            .map(|i| Arc::new(i.definition))
+            .collect();
+        let by_id: HashMap<Uuid, &Arc<UpdateDefinition>> = installed
+            .iter()
+            .map(|d| (d.identity.update_id, d))
+            .collect();
+        let make = |def: &Arc<UpdateDefinition>, is_installed: bool, parts: Vec<Arc<Update>>| {
+            let id = def.identity.update_id;
+            let state = UpdateState {
+                is_installed,
+                is_installable: true,
+                is_present: is_installed || snapshot.installed.contains_key(&id),
+                is_downloaded: self.agent.catalog.has_payload(&def.payload),
+                is_hidden: snapshot.hidden.contains(&id),
+                eula_accepted: def.eula_text.is_none()
+                    || snapshot.eulas.contains_key(&def.identity),
+            };
+            Arc::new(Update::new(
+                def.clone(),
+                state,
+                parts,
+                Some(self.agent.store.clone()),
+            ))
+        };
+        let updates = installed
+            .iter()
+            .map(|def| {
+                let parts = def
+                    .bundled_updates
+                    .iter()
+                    .filter_map(|part| match by_id.get(part) {
+                        Some(d) => Some(make(d, true, Vec::new())),
+                        None => self
+                            .agent
+                            .catalog
+                            .find(*part)
+                            .map(|d| make(d, false, Vec::new())),
+                    })
+                    .collect();
+                make(def, true, parts)
+            })
+            .collect();
         Ok(UpdateCollection::read_only_from(updates))
     }
 
-    fn update_from(
-        &self,
-        def: crate::catalog::UpdateDefinition,
-        is_installed: bool,
-    ) -> Result<Update> {
-        let is_downloaded = self.agent.catalog.has_payload(&def.payload);
-        let eula_accepted =
-            def.eula_text.is_none() || self.agent.store.eula_accepted(def.identity)?;
-        Ok(Update::new(
-            def,
-            is_installed,
-            is_downloaded,
-            eula_accepted,
-            Some(self.agent.store.clone()),
-        ))
+    /// `CreateUpdateSearcher()`.
+    pub fn create_update_searcher(&self) -> UpdateSearcher {
+        UpdateSearcher::new(self.agent.clone(), self.client_application_id.clone())
     }
 
     /// `QueryHistory(startIndex, count)`: newest first (`iupdatesearcher-queryhistory`).

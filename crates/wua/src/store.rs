@@ -5,6 +5,7 @@
 //! `IUpdateSearcher::QueryHistory` reads. Every outcome of an install or uninstall is written in
 //! one SQLite transaction with its history entry, so the database never shows half an operation.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -78,6 +79,11 @@ CREATE TABLE IF NOT EXISTS eula_acceptances (
     accepted_by TEXT NOT NULL,
     accepted_at TEXT NOT NULL,
     PRIMARY KEY (update_id, revision_number)
+);
+CREATE TABLE IF NOT EXISTS hidden_updates (
+    update_id TEXT PRIMARY KEY,
+    hidden_by TEXT NOT NULL,
+    hidden_at TEXT NOT NULL
 );
 "#;
 
@@ -722,6 +728,142 @@ impl Store {
             params![identity.update_id.to_string(), identity.revision_number],
         )
     }
+
+    /// Who accepted the EULA of this update revision and when, if it was accepted.
+    pub fn eula_acceptance(&self, identity: UpdateIdentity) -> Result<Option<EulaAcceptance>> {
+        self.conn()
+            .query_row(
+                "SELECT accepted_by, accepted_at FROM eula_acceptances
+                 WHERE update_id = ?1 AND revision_number = ?2",
+                params![identity.update_id.to_string(), identity.revision_number],
+                |r| Ok(eula_acceptance(r.get(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(|e| db_error(&self.path, e))
+    }
+
+    /// Hides (`hidden_by` is recorded) or unhides an update, for all its revisions
+    /// (`iupdate-put_ishidden`). Hiding twice keeps the first record.
+    pub fn set_hidden(&self, update_id: Uuid, hidden: bool, hidden_by: &str) -> Result<()> {
+        self.write(|tx| {
+            if hidden {
+                tx.execute(
+                    "INSERT OR IGNORE INTO hidden_updates (update_id, hidden_by, hidden_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![
+                        update_id.to_string(),
+                        hidden_by,
+                        Timestamp::now().to_string()
+                    ],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM hidden_updates WHERE update_id = ?1",
+                    [update_id.to_string()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether the update is hidden.
+    pub fn is_hidden(&self, update_id: Uuid) -> Result<bool> {
+        self.exists(
+            "SELECT 1 FROM hidden_updates WHERE update_id = ?1",
+            [update_id.to_string()],
+        )
+    }
+
+    /// Reads what a search needs in one read transaction, so a search sees one consistent state
+    /// and costs four queries however large the catalog is.
+    pub fn snapshot(&self) -> Result<StoreSnapshot> {
+        let mut conn = self.conn();
+        (|| {
+            let tx = conn.transaction()?;
+            let mut snap = StoreSnapshot::default();
+            {
+                let mut stmt =
+                    tx.prepare("SELECT update_id, revision_number FROM installed_updates")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?))
+                })?;
+                for row in rows {
+                    let (id, rev) = row?;
+                    if let Ok(id) = Uuid::parse_str(&id) {
+                        snap.installed.insert(id, rev);
+                    }
+                }
+                let mut stmt = tx.prepare("SELECT update_id FROM hidden_updates")?;
+                for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    if let Ok(id) = Uuid::parse_str(&id?) {
+                        snap.hidden.insert(id);
+                    }
+                }
+                let mut stmt = tx.prepare(
+                    "SELECT update_id, revision_number, accepted_by, accepted_at FROM eula_acceptances",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i32>(1)?,
+                        eula_acceptance(r.get(2)?, r.get::<_, String>(3)?),
+                    ))
+                })?;
+                for row in rows {
+                    let (id, revision_number, acceptance) = row?;
+                    if let Ok(update_id) = Uuid::parse_str(&id) {
+                        snap.eulas.insert(
+                            UpdateIdentity {
+                                update_id,
+                                revision_number,
+                            },
+                            acceptance,
+                        );
+                    }
+                }
+                let mut stmt =
+                    tx.prepare("SELECT update_id FROM pending_reboots WHERE boot_id = ?1")?;
+                for id in stmt.query_map([&self.boot_id], |r| r.get::<_, String>(0))? {
+                    if let Ok(id) = Uuid::parse_str(&id?) {
+                        snap.reboot_pending.insert(id);
+                    }
+                }
+            }
+            tx.finish()?;
+            Ok(snap)
+        })()
+        .map_err(|e| db_error(&self.path, e))
+    }
+}
+
+fn eula_acceptance(accepted_by: String, accepted_at: String) -> EulaAcceptance {
+    EulaAcceptance {
+        accepted_by,
+        accepted_at: accepted_at.parse().unwrap_or(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Who accepted an update's licence terms on this machine, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EulaAcceptance {
+    /// The user name (or `uid N`) recorded at acceptance.
+    pub accepted_by: String,
+    /// When.
+    pub accepted_at: Timestamp,
+}
+
+/// Everything a search needs from the store, read in one transaction: what is installed, hidden,
+/// accepted and waiting for a restart.
+#[derive(Clone, Debug, Default)]
+pub struct StoreSnapshot {
+    /// Installed updates: id → installed revision.
+    pub installed: HashMap<Uuid, i32>,
+    /// Hidden update ids (hiding is per update, for every revision).
+    pub hidden: HashSet<Uuid>,
+    /// Accepted EULAs by update revision.
+    pub eulas: HashMap<UpdateIdentity, EulaAcceptance>,
+    /// Updates whose restart is still pending in this boot.
+    pub reboot_pending: HashSet<Uuid>,
 }
 
 /// Marks a file-system transaction committed, in the same SQLite transaction as its outcome:

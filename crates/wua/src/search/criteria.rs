@@ -117,8 +117,8 @@ pub trait Facts {
     fn update_id(&self) -> Uuid;
     /// `Identity.RevisionNumber`.
     fn revision_number(&self) -> i32;
-    /// The IDs of the categories the update belongs to (`CategoryIDs`).
-    fn category_ids(&self) -> Vec<Uuid>;
+    /// The update belongs to this category (`CategoryIDs contains`).
+    fn in_category(&self, id: Uuid) -> bool;
     /// `IsInstalled`.
     fn is_installed(&self) -> bool;
     /// `IsHidden`.
@@ -162,7 +162,44 @@ impl AndGroup {
 
     /// True if every term holds for the update and its deployment action is the group's.
     pub fn matches(&self, f: &impl Facts) -> bool {
-        self.deployment_action() == f.deployment_action() && self.terms.iter().all(|t| t.holds(f))
+        self.first_unmet(f).is_none()
+    }
+
+    /// The first criterion of this group the update does not meet, in evaluation order (the
+    /// implied deployment action first), or `None` if the group matches. `--explain` reports it.
+    pub fn first_unmet(&self, f: &impl Facts) -> Option<Unmet<'_>> {
+        let wanted = self.deployment_action();
+        if wanted != f.deployment_action() {
+            let implied = !self
+                .terms
+                .iter()
+                .any(|t| matches!(t, Term::DeploymentAction(_)));
+            if implied {
+                return Some(Unmet::ImpliedDeploymentAction(wanted));
+            }
+        }
+        self.terms.iter().find(|t| !t.holds(f)).map(Unmet::Term)
+    }
+}
+
+/// A criterion an update does not meet ([`AndGroup::first_unmet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmet<'a> {
+    /// The group has no `DeploymentAction` term, so it implies this one (DIGEST §10.15), and the
+    /// update is deployed for another action.
+    ImpliedDeploymentAction(DeploymentAction),
+    /// This term of the group does not hold.
+    Term(&'a Term),
+}
+
+impl fmt::Display for Unmet<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unmet::ImpliedDeploymentAction(d) => {
+                write!(f, "DeploymentAction = '{d}' (implied)")
+            }
+            Unmet::Term(t) => write!(f, "{t}"),
+        }
     }
 }
 
@@ -177,7 +214,7 @@ impl Term {
             Term::AutoSelectOnWebSites(b) => f.auto_select_on_web_sites() == b,
             Term::UpdateId { negated, id } => (f.update_id() == id) != negated,
             Term::RevisionNumber(n) => f.revision_number() == n,
-            Term::CategoryId(id) => f.category_ids().contains(&id),
+            Term::CategoryId(id) => f.in_category(id),
             Term::IsInstalled(b) => f.is_installed() == b,
             Term::IsHidden(b) => f.is_hidden() == b,
             Term::IsPresent(b) => f.is_present() == b,
@@ -1020,8 +1057,8 @@ mod tests {
         fn revision_number(&self) -> i32 {
             self.rev
         }
-        fn category_ids(&self) -> Vec<Uuid> {
-            self.cats.clone()
+        fn in_category(&self, id: Uuid) -> bool {
+            self.cats.contains(&id)
         }
         fn is_installed(&self) -> bool {
             self.installed

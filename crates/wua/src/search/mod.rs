@@ -1,6 +1,522 @@
-//! `IUpdateSearcher` support (`nf-wuapi-iupdatesearcher-search`, DIGEST §5.3).
+//! `IUpdateSearcher`, `ISearchJob` and `ISearchResult`: finding the updates of the catalog that
+//! match WUA's search criteria and apply to this machine (DIGEST §5).
 //!
-//! [`criteria`] parses, prints and evaluates the search-criteria language that
-//! `IUpdateSearcher::Search` takes. It is self-contained: sessions do not use it yet.
+//! [`criteria`] is the criteria language; [`engine`] decides, update by update, with a reason
+//! for each decision; this module is the WUA-shaped face: synchronous [`UpdateSearcher::search`]
+//! and the asynchronous [`UpdateSearcher::begin_search`] / [`UpdateSearcher::end_search`] pair.
+//!
+//! A search job runs on a thread of its own; its completion callback runs on that thread once
+//! the result is stored, outside every engine lock. A panicking callback is caught and logged.
+//! After [`SearchJob::clean_up`] returns, the callback does not run.
 
 pub mod criteria;
+pub mod engine;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use criteria::{Criteria, escape_string};
+pub use engine::{Explanation, Verdict};
+
+use crate::error::{Error, Result};
+use crate::hresult::{
+    E_INVALIDARG, HResult, WU_E_INVALID_OPERATION, WU_E_UNEXPECTED, WU_E_UNSUPPORTED_SEARCHSCOPE,
+};
+use crate::install::{CleanUp, NoCallback};
+use crate::model::{
+    Category, OperationResultCode, SearchScope, UpdateCollection, UpdateExceptionContext,
+};
+use crate::session::{Agent, next_object_id};
+use crate::store::UpdateHistoryEntry;
+
+/// `IUpdateException`: a warning a search raised without failing, such as a detection rule that
+/// could not read a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpdateException {
+    /// `Context`.
+    pub context: UpdateExceptionContext,
+    /// `HResult`.
+    pub hresult: HResult,
+    /// `Message`.
+    pub message: String,
+}
+
+/// `ISearchResult`.
+#[derive(Clone, Debug)]
+pub struct SearchResult {
+    /// `ResultCode`: `Succeeded`; `SucceededWithErrors` when there are warnings; `Aborted` after
+    /// `request_abort` (then `updates` is empty).
+    pub result_code: OperationResultCode,
+    /// `Updates`: the matching updates, in catalog order, read-only.
+    pub updates: UpdateCollection,
+    /// `RootCategories`: the categories of the catalog's updates, in first-seen order (wua's
+    /// categories are flat, so every one is a root).
+    pub root_categories: Vec<Category>,
+    /// `Warnings`.
+    pub warnings: Vec<UpdateException>,
+}
+
+/// `ISearchCompletedCallbackArgs`: reserved, no members (as in WUA).
+#[derive(Clone, Debug, Default)]
+pub struct SearchCompletedCallbackArgs {}
+
+/// `ISearchCompletedCallback`. Implemented by closures
+/// `FnMut(&SearchJob<S>, &SearchCompletedCallbackArgs) + Send`, by boxed trait objects, and by
+/// [`NoCallback`].
+pub trait SearchCompletedCallback<S>: Send + 'static {
+    /// `Invoke`.
+    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs);
+}
+
+impl<S, F> SearchCompletedCallback<S> for F
+where
+    F: FnMut(&SearchJob<S>, &SearchCompletedCallbackArgs) + Send + 'static,
+{
+    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs) {
+        self(job, args)
+    }
+}
+
+impl<S: 'static> SearchCompletedCallback<S> for Box<dyn SearchCompletedCallback<S>> {
+    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs) {
+        (**self).invoke(job, args)
+    }
+}
+
+impl<S> SearchCompletedCallback<S> for NoCallback {
+    fn invoke(&mut self, _: &SearchJob<S>, _: &SearchCompletedCallbackArgs) {}
+}
+
+struct JobState {
+    result: Option<Result<SearchResult>>,
+    completed: bool,
+    ended: bool,
+}
+
+struct JobInner<S> {
+    async_state: S,
+    searcher_id: u64,
+    criteria: String,
+    abort: AtomicBool,
+    completed: AtomicBool,
+    state: Mutex<JobState>,
+    completion: Condvar,
+    callback: Mutex<Option<Box<dyn SearchCompletedCallback<S>>>>,
+    worker: Mutex<Option<thread::JoinHandle<()>>>,
+    worker_id: Mutex<Option<ThreadId>>,
+}
+
+/// `ISearchJob`: a running or finished asynchronous search. Cheap to clone: clones are handles
+/// to the same job. The caller's state lives as long as the job (DIGEST §10.22).
+pub struct SearchJob<S> {
+    inner: Arc<JobInner<S>>,
+}
+
+impl<S> Clone for SearchJob<S> {
+    fn clone(&self) -> Self {
+        SearchJob {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for SearchJob<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SearchJob")
+            .field("criteria", &self.inner.criteria)
+            .field("is_completed", &self.is_completed())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S> SearchJob<S> {
+    /// `AsyncState`: the state given to `begin_search`, exactly as given.
+    pub fn async_state(&self) -> &S {
+        &self.inner.async_state
+    }
+
+    /// `IsCompleted`: the search has been completely processed. True before the completion
+    /// callback runs.
+    pub fn is_completed(&self) -> bool {
+        self.inner.completed.load(Ordering::Acquire)
+    }
+
+    /// The criteria string the search was started with.
+    pub fn criteria(&self) -> &str {
+        &self.inner.criteria
+    }
+
+    /// `RequestAbort()`: asks the search to stop; idempotent, harmless after completion. An
+    /// aborted search ends with `ResultCode = Aborted` and no updates.
+    pub fn request_abort(&self) {
+        self.inner.abort.store(true, Ordering::Release);
+    }
+
+    /// Blocks until the search has completed.
+    pub fn wait(&self) {
+        let mut state = lock(&self.inner.state);
+        while !state.completed {
+            state = self
+                .inner
+                .completion
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Blocks until the search has completed or `timeout` passed; true if it completed.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.inner.state);
+        while !state.completed {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .inner
+                .completion
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// `CleanUp()`: waits for the search to complete and its completion callback to run, then
+    /// releases the callback (`isearchjob-cleanup`). From inside the callback it cannot wait and
+    /// returns [`CleanUp::MarkedForDisconnect`]; the callback is released when it returns.
+    pub fn clean_up(&self) -> CleanUp {
+        if *lock(&self.inner.worker_id) == Some(thread::current().id()) {
+            return CleanUp::MarkedForDisconnect;
+        }
+        self.wait();
+        // The worker ends right after the callback; joining under the lock makes a concurrent
+        // clean_up on a clone wait too.
+        let mut worker = lock(&self.inner.worker);
+        if let Some(handle) = worker.take() {
+            let _ = handle.join();
+        }
+        drop(worker);
+        lock(&self.inner.callback).take();
+        CleanUp::Released
+    }
+}
+
+/// `IUpdateSearcher`: searches the catalog (DIGEST §5.1).
+#[derive(Debug)]
+pub struct UpdateSearcher {
+    agent: Arc<Agent>,
+    id: u64,
+    client_application_id: String,
+    include_potentially_superseded_updates: bool,
+    online: bool,
+    search_scope: SearchScope,
+}
+
+impl UpdateSearcher {
+    pub(crate) fn new(agent: Arc<Agent>, client_application_id: String) -> Self {
+        UpdateSearcher {
+            agent,
+            id: next_object_id(),
+            client_application_id,
+            include_potentially_superseded_updates: false,
+            online: true,
+            search_scope: SearchScope::Default,
+        }
+    }
+
+    /// `ClientApplicationID`, inherited from the session (DIGEST §10.26).
+    pub fn client_application_id(&self) -> &str {
+        &self.client_application_id
+    }
+
+    /// Sets `ClientApplicationID`.
+    pub fn set_client_application_id(&mut self, id: impl Into<String>) {
+        self.client_application_id = id.into();
+    }
+
+    /// `IncludePotentiallySupersededUpdates`: return superseded updates too. Default false.
+    pub fn include_potentially_superseded_updates(&self) -> bool {
+        self.include_potentially_superseded_updates
+    }
+
+    /// Sets `IncludePotentiallySupersededUpdates`. Unlike Windows 10 1709 and later, wua honours
+    /// it (DIGEST §10.16).
+    pub fn set_include_potentially_superseded_updates(&mut self, include: bool) {
+        self.include_potentially_superseded_updates = include;
+    }
+
+    /// `Online`: whether the search may go to the update service. Default true. The catalog is
+    /// a local directory, so a search reads it either way; the value is kept for sources that
+    /// need the network.
+    pub fn online(&self) -> bool {
+        self.online
+    }
+
+    /// Sets `Online`.
+    pub fn set_online(&mut self, online: bool) {
+        self.online = online;
+    }
+
+    /// `CanAutomaticallyUpgradeService`: always false; wua does not upgrade itself from a search.
+    pub fn can_automatically_upgrade_service(&self) -> bool {
+        false
+    }
+
+    /// Sets `CanAutomaticallyUpgradeService`: `false` is accepted; `true` is `E_INVALIDARG`,
+    /// the page's "only valid value" being the no-upgrade one (DIGEST §10.17).
+    pub fn set_can_automatically_upgrade_service(&mut self, value: bool) -> Result<()> {
+        if value {
+            return Err(Error::code(
+                E_INVALIDARG,
+                "CanAutomaticallyUpgradeService can only be false: wua never upgrades itself from a search",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `SearchScope` (`IUpdateSearcher3`).
+    pub fn search_scope(&self) -> SearchScope {
+        self.search_scope
+    }
+
+    /// Sets `SearchScope`. The scopes WUA documents as unsupported (3–5) make the search fail
+    /// with `WU_E_UNSUPPORTED_SEARCHSCOPE` (DIGEST §10.19).
+    pub fn set_search_scope(&mut self, scope: SearchScope) {
+        self.search_scope = scope;
+    }
+
+    /// `EscapeString`: see [`criteria::escape_string`].
+    pub fn escape_string(&self, unescaped: &str) -> String {
+        escape_string(unescaped)
+    }
+
+    /// `Search(criteria)`: runs a search synchronously (`iupdatesearcher-search`). Invalid
+    /// criteria fail with `WU_E_INVALID_CRITERIA`; an empty string means WUA's default,
+    /// `IsInstalled = 0 and IsHidden = 0`.
+    pub fn search(&self, criteria: &str) -> Result<SearchResult> {
+        let parsed = criteria::parse(criteria)?;
+        run_search(
+            &self.agent,
+            &parsed,
+            &self.options(false),
+            &AtomicBool::new(false),
+        )
+        .map(|(result, _)| result)
+    }
+
+    /// Like [`Self::search`], and also says for every update of the catalog why it was returned
+    /// or left out (wua's `--explain`; WUA has no equivalent).
+    pub fn explain(&self, criteria: &str) -> Result<(SearchResult, Vec<Explanation>)> {
+        let parsed = criteria::parse(criteria)?;
+        run_search(
+            &self.agent,
+            &parsed,
+            &self.options(true),
+            &AtomicBool::new(false),
+        )
+    }
+
+    fn options(&self, explain: bool) -> SearchOptions {
+        SearchOptions {
+            include_superseded: self.include_potentially_superseded_updates,
+            scope: self.search_scope,
+            explain,
+        }
+    }
+
+    /// `BeginSearch(criteria, onCompleted, state)`: starts an asynchronous search
+    /// (`iupdatesearcher-beginsearch`). The criteria are parsed by the job, so invalid criteria
+    /// are reported by [`Self::end_search`], as WUA does.
+    pub fn begin_search<S, C>(
+        &self,
+        criteria: &str,
+        on_completed: C,
+        state: S,
+    ) -> Result<SearchJob<S>>
+    where
+        S: Send + Sync + 'static,
+        C: SearchCompletedCallback<S>,
+    {
+        let inner = Arc::new(JobInner {
+            async_state: state,
+            searcher_id: self.id,
+            criteria: criteria.to_string(),
+            abort: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
+            state: Mutex::new(JobState {
+                result: None,
+                completed: false,
+                ended: false,
+            }),
+            completion: Condvar::new(),
+            callback: Mutex::new(Some(Box::new(on_completed))),
+            worker: Mutex::new(None),
+            worker_id: Mutex::new(None),
+        });
+        let job = SearchJob { inner };
+        let agent = self.agent.clone();
+        let options = self.options(false);
+        let worker_job = job.clone();
+        // Hold the id lock while spawning so the worker cannot run its callback (and a
+        // clean_up inside it) before its id is known.
+        let mut worker_id = lock(&job.inner.worker_id);
+        let handle = thread::Builder::new()
+            .name("wua-search".into())
+            .spawn(move || {
+                let inner = &worker_job.inner;
+                // A panic in the engine must still complete the job, or end_search would wait
+                // for ever.
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    criteria::parse(&inner.criteria).and_then(|parsed| {
+                        run_search(&agent, &parsed, &options, &inner.abort).map(|(r, _)| r)
+                    })
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::code(
+                        WU_E_UNEXPECTED,
+                        "the search failed on an internal error (a bug in wua; please report it with the catalog)",
+                    ))
+                });
+                let mut state = lock(&inner.state);
+                state.result = Some(result);
+                state.completed = true;
+                inner.completed.store(true, Ordering::Release);
+                drop(state);
+                inner.completion.notify_all();
+                let mut slot = lock(&inner.callback);
+                if let Some(callback) = slot.as_mut() {
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        callback.invoke(&worker_job, &SearchCompletedCallbackArgs {})
+                    }));
+                    if outcome.is_err() {
+                        tracing::error!("a search completion callback panicked");
+                    }
+                }
+                // Nothing more will be delivered: release the callback (and what it holds).
+                *slot = None;
+            })
+            .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
+        *worker_id = Some(handle.thread().id());
+        drop(worker_id);
+        *lock(&job.inner.worker) = Some(handle);
+        Ok(job)
+    }
+
+    /// `EndSearch(job)`: waits for the job and returns its result (`iupdatesearcher-endsearch`):
+    /// the criteria's `WU_E_INVALID_CRITERIA` if they were invalid; `WU_E_INVALID_OPERATION` if
+    /// the job was already ended or was started by another searcher.
+    pub fn end_search<S>(&self, job: &SearchJob<S>) -> Result<SearchResult> {
+        if job.inner.searcher_id != self.id {
+            return Err(Error::code(
+                WU_E_INVALID_OPERATION,
+                "this search job was started by another searcher; end it with the searcher that began it",
+            ));
+        }
+        job.wait();
+        let mut state = lock(&job.inner.state);
+        if state.ended {
+            return Err(Error::code(
+                WU_E_INVALID_OPERATION,
+                "EndSearch was already called for this job; it may be called once",
+            ));
+        }
+        state.ended = true;
+        state.result.take().expect("a completed job has a result")
+    }
+
+    /// `QueryHistory(startIndex, count)`: newest first (`iupdatesearcher-queryhistory`).
+    pub fn query_history(&self, start_index: i64, count: i64) -> Result<Vec<UpdateHistoryEntry>> {
+        self.agent.store.query_history(start_index, count)
+    }
+
+    /// `GetTotalHistoryCount()`.
+    pub fn get_total_history_count(&self) -> Result<i64> {
+        self.agent.store.total_history_count()
+    }
+}
+
+struct SearchOptions {
+    include_superseded: bool,
+    scope: SearchScope,
+    explain: bool,
+}
+
+fn run_search(
+    agent: &Agent,
+    criteria: &Criteria,
+    options: &SearchOptions,
+    abort: &AtomicBool,
+) -> Result<(SearchResult, Vec<Explanation>)> {
+    match options.scope {
+        SearchScope::Default | SearchScope::MachineOnly => {}
+        // wua has no per-user updates: the current user's scope is valid and empty.
+        SearchScope::CurrentUserOnly => {
+            return Ok((
+                SearchResult {
+                    result_code: OperationResultCode::Succeeded,
+                    updates: UpdateCollection::read_only_from(Vec::new()),
+                    root_categories: root_categories(agent),
+                    warnings: Vec::new(),
+                },
+                Vec::new(),
+            ));
+        }
+        scope => {
+            return Err(Error::code(
+                WU_E_UNSUPPORTED_SEARCHSCOPE,
+                format!(
+                    "search scope {scope} is not supported; use Default, MachineOnly or CurrentUserOnly"
+                ),
+            ));
+        }
+    }
+    let outcome = engine::run(
+        agent,
+        criteria,
+        &engine::Options {
+            include_superseded: options.include_superseded,
+            explain: options.explain,
+        },
+        abort,
+    )?;
+    let result_code = if outcome.aborted {
+        OperationResultCode::Aborted
+    } else if outcome.warnings.is_empty() {
+        OperationResultCode::Succeeded
+    } else {
+        OperationResultCode::SucceededWithErrors
+    };
+    Ok((
+        SearchResult {
+            result_code,
+            updates: UpdateCollection::read_only_from(outcome.updates),
+            root_categories: root_categories(agent),
+            warnings: outcome.warnings,
+        },
+        outcome.explanations,
+    ))
+}
+
+fn root_categories(agent: &Agent) -> Vec<Category> {
+    let mut seen = std::collections::HashSet::new();
+    agent
+        .catalog
+        .updates()
+        .iter()
+        .flat_map(|u| u.categories.iter())
+        .filter(|c| seen.insert(c.id))
+        .cloned()
+        .collect()
+}

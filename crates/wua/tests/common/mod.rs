@@ -1,4 +1,4 @@
-//! Fixtures for the installer integration tests.
+//! Fixtures for the integration tests (`installer.rs`, `search.rs`).
 //!
 //! A [`Fixture`] owns one temporary folder holding everything an agent needs — the catalog
 //! sources (`src/`), the built catalog (`catalog/`), the target root (`root/`), the state
@@ -27,6 +27,7 @@ pub struct UpdateSpec {
     title: String,
     meta: Value,
     entries: Vec<(String, Entry)>,
+    revision: i32,
 }
 
 enum Entry {
@@ -50,6 +51,7 @@ impl UpdateSpec {
             title: title.to_string(),
             meta: json!({ "title": title, "handler": handler }),
             entries: Vec::new(),
+            revision: 1,
         }
     }
 
@@ -88,6 +90,12 @@ impl UpdateSpec {
         self
     }
 
+    /// Sets the revision number (1 unless set).
+    pub fn revision(mut self, revision_number: i32) -> Self {
+        self.revision = revision_number;
+        self
+    }
+
     /// Sets a field of the command handler (`uninstall`).
     pub fn set_handler(mut self, key: &str, value: Value) -> Self {
         self.meta["handler"][key] = value;
@@ -122,6 +130,14 @@ done
 mkdir -p "$DESTDIR/opt/{name}"
 echo done > "$DESTDIR/opt/{name}/done""#
     )
+}
+
+/// The update id [`Fixture::build`] gives the `index`-th update added (0-based), so that rules
+/// and bundles can name updates that are added later.
+pub fn fixture_id(index: usize) -> uuid::Uuid {
+    format!("00000000-0000-4000-8000-{:012x}", index + 1)
+        .parse()
+        .expect("fixture ids are uuids")
 }
 
 /// A fixture under construction: its folders exist from the start, so marker paths can go into
@@ -172,6 +188,11 @@ impl Fixture {
 
     /// Writes the sources and builds the catalog with `wua::catalog::build`.
     pub fn build(self) -> Env {
+        self.try_build().expect("build catalog")
+    }
+
+    /// As [`Self::build`], returning the build's error (for catalogs that must be refused).
+    pub fn try_build(self) -> wua::Result<Env> {
         let src = self.base.path().join("src");
         let mut ids = BTreeMap::new();
         for (i, spec) in self.updates.iter().enumerate() {
@@ -179,9 +200,9 @@ impl Fixture {
             let folder = src.join(format!("{i:03}"));
             let payload = folder.join("payload");
             fs::create_dir_all(&payload).expect("create payload folder");
-            let id = format!("00000000-0000-4000-8000-{:012x}", i + 1);
+            let id = fixture_id(i).to_string();
             let mut meta = spec.meta.clone();
-            meta["identity"] = json!({ "update_id": id, "revision_number": 1 });
+            meta["identity"] = json!({ "update_id": id, "revision_number": spec.revision });
             fs::write(
                 folder.join("update.json"),
                 serde_json::to_vec_pretty(&meta).expect("serialisable"),
@@ -205,11 +226,11 @@ impl Fixture {
                 spec.title
             );
         }
-        wua::catalog::build(&src, &self.base.path().join("catalog")).expect("build catalog");
-        Env {
+        wua::catalog::build(&src, &self.base.path().join("catalog"))?;
+        Ok(Env {
             base: self.base,
             ids,
-        }
+        })
     }
 }
 
@@ -256,6 +277,13 @@ impl Env {
     /// A path inside the root.
     pub fn in_root(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
+    }
+
+    /// Writes a file inside the root, creating its parent directories.
+    pub fn write_in_root(&self, rel: &str, content: &str) {
+        let path = self.in_root(rel);
+        fs::create_dir_all(path.parent().expect("has parent")).expect("create dirs");
+        fs::write(path, content).expect("write file in root");
     }
 
     /// Simulates a reboot: the boot id changes. Sessions opened afterwards see the new boot.
@@ -352,6 +380,11 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("gave up waiting for {what}");
+}
+
+/// The titles of the updates in a collection, in order.
+pub fn titles(updates: &UpdateCollection) -> Vec<String> {
+    updates.iter().map(|u| u.title().to_string()).collect()
 }
 
 /// Reads a file in the root or scratch as text, `None` if it does not exist.

@@ -1,0 +1,673 @@
+//! The search itself: detection, criteria, applicability and supersedence over a catalog, with
+//! the reason for every decision (`wua search --explain`).
+//!
+//! The order of decisions for each update of the catalog, in publication order:
+//!
+//! 1. an update bundled by another is left out: searches return bundles, not their parts
+//!    (`nn-wuapi-iupdate`: `BundledUpdates`);
+//! 2. the criteria (`iupdatesearcher-search`), with facts computed only when a criterion asks;
+//! 3. an update that is not installed must apply: its `is_installable` rule holds;
+//! 4. unless `IncludePotentiallySupersededUpdates` is set, an update that is not installed is
+//!    left out when an update superseding it is in the same result or is installed (DIGEST §5.3,
+//!    §10.16).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, UpdateDefinition};
+use crate::error::Result;
+use crate::hresult::WU_E_TOO_DEEP_RELATION;
+use crate::model::UpdateState;
+use crate::model::{DeploymentAction, Update, UpdateExceptionContext, UpdateType};
+use crate::rules::Machine;
+use crate::search::UpdateException;
+use crate::search::criteria::{Criteria, Facts, Term, Unmet};
+use crate::session::Agent;
+use crate::store::StoreSnapshot;
+
+/// How deep `update_installed` references may chain before detection gives up with
+/// `WU_E_TOO_DEEP_RELATION`.
+const MAX_RELATION_DEPTH: u32 = 64;
+
+/// The outcome of a detection rule for one update, with the reason.
+#[derive(Clone, Debug)]
+pub(crate) struct Detected {
+    pub holds: bool,
+    pub reason: String,
+}
+
+/// Evaluates detection rules against one machine and one view of what wua installed, caching
+/// each update's `is_installed` answer. One per search (or per install check).
+pub(crate) struct Detector<'a> {
+    catalog: &'a Catalog,
+    installed: &'a HashMap<Uuid, i32>,
+    machine: Machine,
+    memo: RefCell<HashMap<Uuid, Detected>>,
+    depth: Cell<u32>,
+    /// Set when an evaluation stopped at [`MAX_RELATION_DEPTH`]; every answer that depended on
+    /// it is cut short, so it is neither memoised nor final.
+    too_deep: Cell<bool>,
+    warnings: RefCell<Vec<UpdateException>>,
+    warned: RefCell<HashSet<Uuid>>,
+}
+
+impl<'a> Detector<'a> {
+    pub fn new(catalog: &'a Catalog, installed: &'a HashMap<Uuid, i32>, machine: Machine) -> Self {
+        Detector {
+            catalog,
+            installed,
+            machine,
+            memo: RefCell::new(HashMap::new()),
+            depth: Cell::new(0),
+            too_deep: Cell::new(false),
+            warnings: RefCell::new(Vec::new()),
+            warned: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// `IsInstalled`: wua installed this revision, or the `is_installed` rule holds.
+    pub fn is_installed(&self, def: &UpdateDefinition) -> Detected {
+        let id = def.identity.update_id;
+        match self.installed.get(&id) {
+            Some(&rev) if rev == def.identity.revision_number => {
+                return Detected {
+                    holds: true,
+                    reason: "installed by wua".into(),
+                };
+            }
+            _ => {}
+        }
+        if let Some(known) = self.memo.borrow().get(&id) {
+            return known.clone();
+        }
+        let outer_too_deep = self.too_deep.replace(false);
+        let detected = match &def.applicability.is_installed {
+            Some(rule) => self.evaluate(def, rule, "is_installed"),
+            None => Detected {
+                holds: false,
+                reason: match self.installed.get(&id) {
+                    Some(rev) => format!("not installed (wua installed revision {rev})"),
+                    None => "not installed".into(),
+                },
+            },
+        };
+        let too_deep = self.too_deep.get();
+        self.too_deep.set(outer_too_deep || too_deep);
+        // An answer cut short by the depth limit says only that this update was reached too
+        // deep: asked directly (or from a shallower update) it may well be decidable, so it is
+        // not remembered. Remembering it made the answer depend on which update the search
+        // looked at first.
+        if !too_deep {
+            self.memo.borrow_mut().insert(id, detected.clone());
+        }
+        detected
+    }
+
+    /// The update applies to this machine: its `is_installable` rule holds or it has none.
+    pub fn applies(&self, def: &UpdateDefinition) -> Detected {
+        match &def.applicability.is_installable {
+            Some(rule) => self.evaluate(def, rule, "is_installable"),
+            None => Detected {
+                holds: true,
+                reason: "applies everywhere (no is_installable rule)".into(),
+            },
+        }
+    }
+
+    /// `update_installed`: some revision was installed by wua, or the catalog's update of that
+    /// id is detected as installed.
+    fn update_installed(&self, id: Uuid) -> bool {
+        self.installed.contains_key(&id)
+            || self
+                .catalog
+                .find(id)
+                .is_some_and(|def| self.is_installed(def).holds)
+    }
+
+    fn evaluate(&self, def: &UpdateDefinition, rule: &crate::rules::Rule, what: &str) -> Detected {
+        if self.depth.get() >= MAX_RELATION_DEPTH {
+            // Not a warning about this update, which may be decidable on its own: the update
+            // whose evaluation started this chain gets it (below, at depth 0).
+            self.too_deep.set(true);
+            return Detected {
+                holds: false,
+                reason: format!("{what}: update relationships too deep to evaluate"),
+            };
+        }
+        let outer_too_deep = self.too_deep.replace(false);
+        self.depth.set(self.depth.get() + 1);
+        let outcome = rule.evaluate(&self.machine, &mut |id| self.update_installed(id));
+        self.depth.set(self.depth.get() - 1);
+        let too_deep = self.too_deep.get();
+        self.too_deep.set(outer_too_deep || too_deep);
+        if too_deep && self.depth.get() == 0 && outcome.is_ok() {
+            // Whatever the rule gave, it rests on answers cut short (a `not` can even turn one
+            // into "holds"): the answer is unknown.
+            self.warn(
+                def,
+                WU_E_TOO_DEEP_RELATION,
+                format!(
+                    "its {what} rule depends on more than {MAX_RELATION_DEPTH} levels of update_installed rules; treated as not holding"
+                ),
+            );
+            return Detected {
+                holds: false,
+                reason: format!(
+                    "{what}: update relationships too deep to evaluate (more than {MAX_RELATION_DEPTH} levels of update_installed rules)"
+                ),
+            };
+        }
+        match outcome {
+            Ok(verdict) => Detected {
+                holds: verdict.holds,
+                reason: verdict.reason,
+            },
+            Err(e) => {
+                let reason = format!("{what} could not be evaluated: {e}");
+                self.warn(
+                    def,
+                    e.hresult(),
+                    format!("{reason}; treated as not holding"),
+                );
+                Detected {
+                    holds: false,
+                    reason,
+                }
+            }
+        }
+    }
+
+    fn warn(&self, def: &UpdateDefinition, hresult: crate::HResult, message: String) {
+        if self.warned.borrow_mut().insert(def.identity.update_id) {
+            self.warnings.borrow_mut().push(UpdateException {
+                context: UpdateExceptionContext::General,
+                hresult,
+                message: format!(
+                    "update {} ({}): {message}",
+                    def.identity.update_id, def.title
+                ),
+            });
+        }
+    }
+
+    pub fn take_warnings(&self) -> Vec<UpdateException> {
+        std::mem::take(&mut self.warnings.borrow_mut())
+    }
+}
+
+/// Why a search returned an update or left it out (`wua search --explain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Returned: it matched this AND-group of the criteria (printed canonically) and applies.
+    Selected {
+        /// The AND-group that matched.
+        matched: String,
+        /// Why it counts as applicable (or that it is installed).
+        because: String,
+    },
+    /// Left out: another update bundles it; searches return the bundle.
+    Bundled {
+        /// The bundle.
+        parent: Uuid,
+        /// The bundle's title.
+        parent_title: String,
+    },
+    /// Left out: no AND-group matched. One entry per group: its first unmet criterion and what
+    /// the update has instead.
+    CriteriaNotMet {
+        /// Per AND-group, in order.
+        unmet: Vec<String>,
+    },
+    /// Left out: not installed, and its `is_installable` rule does not hold.
+    NotApplicable {
+        /// The deciding rule and what was found.
+        reason: String,
+    },
+    /// Left out: superseded by an update in the same result or an installed one.
+    Superseded {
+        /// The superseding update.
+        by: Uuid,
+        /// Its title.
+        by_title: String,
+        /// True when the superseding update is installed (else it is in the result).
+        by_installed: bool,
+    },
+}
+
+impl Verdict {
+    /// True when the search returned the update.
+    pub fn is_selected(&self) -> bool {
+        matches!(self, Verdict::Selected { .. })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Selected { matched, because } => {
+                write!(f, "selected: matches {matched}; {because}")
+            }
+            Verdict::Bundled {
+                parent,
+                parent_title,
+            } => write!(f, "left out: bundled in \"{parent_title}\" ({parent})"),
+            Verdict::CriteriaNotMet { unmet } => {
+                write!(f, "left out by the criteria: {}", unmet.join("; or "))
+            }
+            Verdict::NotApplicable { reason } => {
+                write!(f, "left out: does not apply: {reason}")
+            }
+            Verdict::Superseded {
+                by,
+                by_title,
+                by_installed,
+            } => {
+                // "Found", not "in the result": the superseder may itself be superseded.
+                let where_ = if *by_installed {
+                    "which is installed"
+                } else {
+                    "which this search also found"
+                };
+                write!(f, "left out: superseded by \"{by_title}\" ({by}), {where_}")
+            }
+        }
+    }
+}
+
+/// One update of the catalog and what the search decided about it.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// The update, with its state on this machine.
+    pub update: Arc<Update>,
+    /// The decision and its reason.
+    pub verdict: Verdict,
+}
+
+pub(crate) struct Options {
+    pub include_superseded: bool,
+    pub explain: bool,
+}
+
+pub(crate) struct Outcome {
+    pub updates: Vec<Arc<Update>>,
+    pub explanations: Vec<Explanation>,
+    pub warnings: Vec<UpdateException>,
+    pub aborted: bool,
+}
+
+/// The facts criteria ask about one catalog update, computed on demand.
+struct Candidate<'d, 'a> {
+    def: &'d UpdateDefinition,
+    detector: &'d Detector<'a>,
+    snapshot: &'d StoreSnapshot,
+}
+
+impl Facts for Candidate<'_, '_> {
+    fn update_type(&self) -> UpdateType {
+        self.def.update_type
+    }
+    fn deployment_action(&self) -> DeploymentAction {
+        self.def.deployment_action
+    }
+    fn is_assigned(&self) -> bool {
+        self.def.is_assigned()
+    }
+    fn browse_only(&self) -> bool {
+        self.def.browse_only
+    }
+    fn auto_select_on_web_sites(&self) -> bool {
+        self.def.auto_select_on_web_sites()
+    }
+    fn update_id(&self) -> Uuid {
+        self.def.identity.update_id
+    }
+    fn revision_number(&self) -> i32 {
+        self.def.identity.revision_number
+    }
+    fn in_category(&self, id: Uuid) -> bool {
+        self.def.categories.iter().any(|c| c.id == id)
+    }
+    fn is_installed(&self) -> bool {
+        self.detector.is_installed(self.def).holds
+    }
+    fn is_hidden(&self) -> bool {
+        self.snapshot.hidden.contains(&self.def.identity.update_id)
+    }
+    fn is_present(&self) -> bool {
+        self.snapshot
+            .installed
+            .contains_key(&self.def.identity.update_id)
+            || self.is_installed()
+    }
+    fn reboot_required(&self) -> bool {
+        self.snapshot
+            .reboot_pending
+            .contains(&self.def.identity.update_id)
+    }
+}
+
+impl Candidate<'_, '_> {
+    /// "<criterion>: <what the update has instead>".
+    fn describe(&self, unmet: Unmet<'_>) -> String {
+        let yes_no =
+            |b: bool, yes: &str, no: &str| if b { yes.to_string() } else { no.to_string() };
+        let has = match unmet {
+            Unmet::ImpliedDeploymentAction(_) => {
+                format!("it is deployed for {}", self.def.deployment_action)
+            }
+            Unmet::Term(term) => match term {
+                Term::Type { .. } => format!("it is {}", self.def.update_type),
+                Term::DeploymentAction(_) => {
+                    format!("it is deployed for {}", self.def.deployment_action)
+                }
+                Term::IsAssigned(_) => {
+                    yes_no(self.is_assigned(), "it is assigned", "it is not assigned")
+                }
+                Term::BrowseOnly(_) => yes_no(
+                    self.browse_only(),
+                    "it is browse-only",
+                    "it is not browse-only",
+                ),
+                Term::AutoSelectOnWebSites(_) => yes_no(
+                    self.auto_select_on_web_sites(),
+                    "it is auto-selected",
+                    "it is not auto-selected",
+                ),
+                Term::UpdateId { .. } => format!("its id is {}", self.def.identity.update_id),
+                Term::RevisionNumber(_) => {
+                    format!("its revision is {}", self.def.identity.revision_number)
+                }
+                Term::CategoryId(_) => {
+                    let names: Vec<&str> = self
+                        .def
+                        .categories
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if names.is_empty() {
+                        "it has no category".into()
+                    } else {
+                        format!("its categories are {}", names.join(", "))
+                    }
+                }
+                Term::IsInstalled(_) => {
+                    let d = self.detector.is_installed(self.def);
+                    if d.holds {
+                        format!("it is installed: {}", d.reason)
+                    } else {
+                        format!("it is not installed: {}", d.reason)
+                    }
+                }
+                Term::IsHidden(_) => yes_no(self.is_hidden(), "it is hidden", "it is not hidden"),
+                Term::IsPresent(_) => {
+                    yes_no(self.is_present(), "it is present", "it is not present")
+                }
+                Term::RebootRequired(_) => yes_no(
+                    self.reboot_required(),
+                    "it waits for a restart",
+                    "it does not wait for a restart",
+                ),
+            },
+        };
+        format!("{unmet}: {has}")
+    }
+}
+
+/// Names of the payload files in the catalog's content store, read once per search so that
+/// `IsDownloaded` costs no system call per update.
+fn payload_names(catalog: &Catalog) -> HashSet<String> {
+    let dir = catalog.dir().join(crate::catalog::PAYLOAD_DIR);
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds [`Update`] objects with their state, children first for bundles.
+struct Builder<'d, 'a> {
+    agent: &'d Agent,
+    detector: &'d Detector<'a>,
+    snapshot: &'d StoreSnapshot,
+    payloads: HashSet<String>,
+}
+
+impl Builder<'_, '_> {
+    fn update(&self, def: &Arc<UpdateDefinition>) -> Arc<Update> {
+        let bundled = def
+            .bundled_updates
+            .iter()
+            .filter_map(|id| self.agent.catalog.find(*id))
+            .map(|child| self.update(child))
+            .collect();
+        let id = def.identity.update_id;
+        let is_installed = self.detector.is_installed(def).holds;
+        let state = UpdateState {
+            is_installed,
+            is_installable: self.detector.applies(def).holds,
+            is_present: is_installed || self.snapshot.installed.contains_key(&id),
+            is_downloaded: self
+                .payloads
+                .contains(&format!("{}.tar.zst", def.payload.sha256)),
+            is_hidden: self.snapshot.hidden.contains(&id),
+            eula_accepted: def.eula_text.is_none()
+                || self.snapshot.eulas.contains_key(&def.identity),
+        };
+        Arc::new(Update::new(
+            def.clone(),
+            state,
+            bundled,
+            Some(self.agent.store.clone()),
+        ))
+    }
+}
+
+/// Runs a search over the agent's catalog.
+pub(crate) fn run(
+    agent: &Agent,
+    criteria: &Criteria,
+    options: &Options,
+    abort: &AtomicBool,
+) -> Result<Outcome> {
+    let snapshot = agent.store.snapshot()?;
+    let detector = Detector::new(
+        &agent.catalog,
+        &snapshot.installed,
+        Machine::new(&agent.config.root),
+    );
+    let builder = Builder {
+        agent,
+        detector: &detector,
+        snapshot: &snapshot,
+        payloads: payload_names(&agent.catalog),
+    };
+    let catalog = &agent.catalog;
+    let bundled_in: HashMap<Uuid, &UpdateDefinition> = catalog
+        .updates()
+        .iter()
+        .flat_map(|p| p.bundled_updates.iter().map(move |c| (*c, &**p)))
+        .collect();
+
+    // Decisions before supersedence; `None` means a candidate.
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(catalog.updates().len());
+    let mut candidates: HashSet<Uuid> = HashSet::new();
+    let mut matched_group: Vec<usize> = Vec::new();
+    for def in catalog.updates().iter() {
+        if abort.load(Ordering::Relaxed) {
+            return Ok(Outcome {
+                updates: Vec::new(),
+                explanations: Vec::new(),
+                warnings: detector.take_warnings(),
+                aborted: true,
+            });
+        }
+        // One event per update examined, after the abort check: `RUST_LOG=wua::search=trace`
+        // shows where a slow search spends its time, and tests hold a search at a known update
+        // with it (nothing else in a search can block: rules never read FIFOs).
+        tracing::trace!(
+            update_id = %def.identity.update_id,
+            title = def.title.as_str(),
+            "search: examining update"
+        );
+        let facts = Candidate {
+            def,
+            detector: &detector,
+            snapshot: &snapshot,
+        };
+        matched_group.push(usize::MAX);
+        let id = def.identity.update_id;
+        if let Some(parent) = bundled_in.get(&id) {
+            verdicts.push(Some(Verdict::Bundled {
+                parent: parent.identity.update_id,
+                parent_title: parent.title.clone(),
+            }));
+            continue;
+        }
+        let Some(group) = criteria.groups.iter().position(|g| g.matches(&facts)) else {
+            let unmet = if options.explain {
+                criteria
+                    .groups
+                    .iter()
+                    .filter_map(|g| g.first_unmet(&facts))
+                    .map(|u| facts.describe(u))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            verdicts.push(Some(Verdict::CriteriaNotMet { unmet }));
+            continue;
+        };
+        *matched_group.last_mut().expect("pushed above") = group;
+        if !detector.is_installed(def).holds {
+            let applies = detector.applies(def);
+            if !applies.holds {
+                verdicts.push(Some(Verdict::NotApplicable {
+                    reason: applies.reason,
+                }));
+                continue;
+            }
+        }
+        candidates.insert(id);
+        verdicts.push(None);
+    }
+
+    if !options.include_superseded {
+        let mut superseded_by: HashMap<Uuid, Vec<&UpdateDefinition>> = HashMap::new();
+        for def in catalog.updates() {
+            for old in &def.superseded_update_ids {
+                superseded_by.entry(*old).or_default().push(def);
+            }
+        }
+        for (i, def) in catalog.updates().iter().enumerate() {
+            if verdicts[i].is_some() {
+                continue;
+            }
+            let Some(newer) = superseded_by.get(&def.identity.update_id) else {
+                continue;
+            };
+            if detector.is_installed(def).holds {
+                continue;
+            }
+            let by = newer
+                .iter()
+                .find(|n| candidates.contains(&n.identity.update_id))
+                .map(|n| (n, false))
+                .or_else(|| {
+                    newer
+                        .iter()
+                        .find(|n| detector.is_installed(n).holds)
+                        .map(|n| (n, true))
+                });
+            if let Some((n, by_installed)) = by {
+                verdicts[i] = Some(Verdict::Superseded {
+                    by: n.identity.update_id,
+                    by_title: n.title.clone(),
+                    by_installed,
+                });
+            }
+        }
+    }
+
+    let mut updates = Vec::new();
+    let mut explanations = Vec::new();
+    for (i, (def, verdict)) in catalog.updates().iter().zip(verdicts).enumerate() {
+        match verdict {
+            None => {
+                let update = builder.update(def);
+                if options.explain {
+                    let because = if update.is_installed() {
+                        detector.is_installed(def).reason
+                    } else {
+                        detector.applies(def).reason
+                    };
+                    explanations.push(Explanation {
+                        update: update.clone(),
+                        verdict: Verdict::Selected {
+                            matched: criteria.groups[matched_group[i]].to_string(),
+                            because,
+                        },
+                    });
+                }
+                updates.push(update);
+            }
+            Some(verdict) if options.explain => explanations.push(Explanation {
+                update: builder.update(def),
+                verdict,
+            }),
+            Some(_) => {}
+        }
+    }
+    Ok(Outcome {
+        updates,
+        explanations,
+        warnings: detector.take_warnings(),
+        aborted: false,
+    })
+}
+
+/// Every update of the catalog with its state, in publication order (bundled parts and updates
+/// that do not apply included).
+pub(crate) fn all_updates(agent: &Agent) -> Result<Vec<Arc<Update>>> {
+    let snapshot = agent.store.snapshot()?;
+    let detector = Detector::new(
+        &agent.catalog,
+        &snapshot.installed,
+        Machine::new(&agent.config.root),
+    );
+    let builder = Builder {
+        agent,
+        detector: &detector,
+        snapshot: &snapshot,
+        payloads: payload_names(&agent.catalog),
+    };
+    Ok(agent
+        .catalog
+        .updates()
+        .iter()
+        .map(|def| builder.update(def))
+        .collect())
+}
+
+/// Checks again, just before installing, that the update applies to the machine as it is now
+/// (an earlier update of the same job may have been its prerequisite). `Ok(None)` when it
+/// applies; otherwise the reason.
+pub(crate) fn check_applies(agent: &Agent, def: &UpdateDefinition) -> Result<Option<String>> {
+    if def.applicability.is_installable.is_none() {
+        return Ok(None);
+    }
+    let snapshot = agent.store.snapshot()?;
+    let detector = Detector::new(
+        &agent.catalog,
+        &snapshot.installed,
+        Machine::new(&agent.config.root),
+    );
+    let applies = detector.applies(def);
+    Ok((!applies.holds).then_some(applies.reason))
+}
