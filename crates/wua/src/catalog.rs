@@ -295,6 +295,17 @@ pub struct Catalog {
     dir: PathBuf,
     file: CatalogFile,
     index: HashMap<Uuid, usize>,
+    relations: std::sync::OnceLock<Relations>,
+}
+
+/// How the catalog's updates relate, by position in [`Catalog::updates`]: computed once, as
+/// every search needs it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Relations {
+    /// Part id → the bundle listing it (the first, if several do).
+    pub bundled_in: HashMap<Uuid, usize>,
+    /// Update id → the updates that supersede it.
+    pub superseded_by: HashMap<Uuid, Vec<usize>>,
 }
 
 impl Catalog {
@@ -330,7 +341,32 @@ impl Catalog {
             .enumerate()
             .map(|(i, u)| (u.identity.update_id, i))
             .collect();
-        Catalog { dir, file, index }
+        Catalog {
+            dir,
+            file,
+            index,
+            relations: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The position of the update with this id in [`Self::updates`].
+    pub fn position(&self, update_id: Uuid) -> Option<usize> {
+        self.index.get(&update_id).copied()
+    }
+
+    pub(crate) fn relations(&self) -> &Relations {
+        self.relations.get_or_init(|| {
+            let mut relations = Relations::default();
+            for (i, def) in self.file.updates.iter().enumerate() {
+                for part in &def.bundled_updates {
+                    relations.bundled_in.entry(*part).or_insert(i);
+                }
+                for old in &def.superseded_update_ids {
+                    relations.superseded_by.entry(*old).or_default().push(i);
+                }
+            }
+            relations
+        })
     }
 
     /// The catalog directory.
@@ -433,17 +469,97 @@ fn payload_path(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(PAYLOAD_DIR).join(format!("{sha256}.tar.zst"))
 }
 
+/// Parses `catalog.json` strictly, the update definitions spread over the machine's cores: the
+/// file is read once into borrowed raw elements, then each element into its definition. Errors
+/// give the line and column in the whole file, as a one-pass parse would.
+fn parse_file(bytes: &[u8]) -> std::result::Result<CatalogFile, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw<'a> {
+        format: String,
+        format_version: u32,
+        name: String,
+        #[serde(borrow)]
+        updates: Vec<&'a serde_json::value::RawValue>,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunk = raw.updates.len().div_ceil(threads).max(1);
+    let parse = |part: &[&serde_json::value::RawValue]| {
+        part.iter()
+            .map(|element| {
+                serde_json::from_str::<UpdateDefinition>(element.get())
+                    .map(Arc::new)
+                    .map_err(|e| locate(bytes, element.get(), &e))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()
+    };
+    let parts: Vec<std::result::Result<Vec<_>, String>> = if raw.updates.len() < 1024 {
+        vec![parse(&raw.updates)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = raw
+                .updates
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || parse(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let mut updates = Vec::with_capacity(raw.updates.len());
+    for part in parts {
+        updates.extend(part?);
+    }
+    Ok(CatalogFile {
+        format: raw.format,
+        format_version: raw.format_version,
+        name: raw.name,
+        updates,
+    })
+}
+
+/// A parse error inside one element, with its position in the whole file.
+fn locate(file: &[u8], element: &str, e: &serde_json::Error) -> String {
+    let offset = (element.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
+    let before = &file[..offset.min(file.len())];
+    let line_base = before.iter().filter(|b| **b == b'\n').count();
+    let column_base = before.iter().rev().take_while(|b| **b != b'\n').count();
+    let text = e.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    let (line, column) = if e.line() <= 1 {
+        (line_base + 1, column_base + e.column())
+    } else {
+        (line_base + e.line(), e.column())
+    };
+    format!("{message} at line {line} column {column}")
+}
+
 /// Parses and validates `catalog.json` bytes (`path` names the input in errors).
 pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
-    // Check the marker and version first, so a newer format gets a clear message rather than
-    // an "unknown field" from the strict parser.
+    // One pass over the file when it is valid (large catalogs take most of their load time
+    // in parsing). When it is not, the marker and version are looked at first, so a newer
+    // format gets a clear message rather than an "unknown field" from the strict parser.
+    let parsed = parse_file(bytes);
     #[derive(Deserialize)]
     struct Header {
         format: Option<String>,
         format_version: Option<u32>,
     }
-    let header: Header = serde_json::from_slice(bytes)
-        .map_err(|e| Error::invalid_file(path, format!("not a JSON catalog file: {e}")))?;
+    let header = match &parsed {
+        Ok(file) => Header {
+            format: Some(file.format.clone()),
+            format_version: Some(file.format_version),
+        },
+        Err(_) => serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid_file(path, format!("not a JSON catalog file: {e}")))?,
+    };
     if header.format.as_deref() != Some(FORMAT_MARKER) {
         return Err(Error::invalid_file(
             path,
@@ -464,8 +580,8 @@ pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
         }
         None => return Err(Error::invalid_file(path, "\"format_version\" is missing")),
     }
-    let file: CatalogFile = serde_json::from_slice(bytes)
-        .map_err(|e| Error::invalid_file(path, format!("invalid catalog metadata: {e}")))?;
+    let file =
+        parsed.map_err(|e| Error::invalid_file(path, format!("invalid catalog metadata: {e}")))?;
     if file.format_version == 1 {
         // Each version is read by its own rules: a version-1 file has no version-2 fields.
         if let Some((update, field)) = file
@@ -1181,6 +1297,36 @@ pub(crate) fn test_definition(update_id: Uuid) -> UpdateDefinition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A large catalog is parsed on several threads; it must read exactly as one pass would,
+    /// and an error deep inside must name its line and column in the whole file.
+    #[test]
+    fn large_catalogs_parse_in_parallel_with_file_positions_in_errors() {
+        let n = 3000;
+        let lines: Vec<String> = (0..n)
+            .map(|i| serde_json::to_string(&test_definition(Uuid::from_u128(i + 1))).unwrap())
+            .collect();
+        let json = |lines: &[String]| {
+            format!(
+                "{{\"format\": \"wua-catalog\", \"format_version\": 2, \"name\": \"big\",\n\"updates\": [\n{}\n]}}\n",
+                lines.join(",\n")
+            )
+        };
+        let file = parse_catalog(Path::new("big.json"), json(&lines).as_bytes()).unwrap();
+        assert_eq!(file.updates.len(), n as usize);
+        for (i, def) in file.updates.iter().enumerate() {
+            assert_eq!(def.identity.update_id, Uuid::from_u128(i as u128 + 1));
+        }
+        // Update 2500 (line 2503: two header lines, then one update per line) gets a field
+        // the format does not have, after its first 20 characters.
+        let mut bad = lines.clone();
+        bad[2500].insert_str(1, "\"colour\": 1, ");
+        let e = parse_catalog(Path::new("big.json"), json(&bad).as_bytes()).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.hresult(), WU_E_INVALID_FILE, "{text}");
+        assert!(text.contains("unknown field `colour`"), "{text}");
+        assert!(text.contains("at line 2503 column 9"), "{text}");
+    }
 
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

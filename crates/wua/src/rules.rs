@@ -232,16 +232,29 @@ pub struct Pattern(regex::Regex);
 impl Pattern {
     /// Compiles `source`; the error names the pattern and says what is wrong with it.
     pub fn new(source: &str) -> Result<Pattern, String> {
-        regex::RegexBuilder::new(source)
+        // Catalogs repeat a few patterns across thousands of updates; compiling each once keeps
+        // loading fast. Bounded, so a hostile catalog cannot grow it without limit.
+        const CACHE_LIMIT: usize = 4096;
+        static CACHE: Mutex<Option<HashMap<String, regex::Regex>>> = Mutex::new(None);
+        if let Some(compiled) = lock(&CACHE).as_ref().and_then(|c| c.get(source)) {
+            return Ok(Pattern(compiled.clone()));
+        }
+        let compiled = regex::RegexBuilder::new(source)
             .multi_line(true)
             .build()
-            .map(Pattern)
             .map_err(|e| {
                 format!(
                     "pattern {source:?} is not a valid regular expression: {e}; write it in the \
                      regex crate's syntax, such as \"^version=(\\\\S+)\""
                 )
-            })
+            })?;
+        let mut cache = lock(&CACHE);
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(source.to_owned(), compiled.clone());
+        Ok(Pattern(compiled))
     }
 
     /// The source string.
@@ -955,6 +968,48 @@ fn parse_dpkg_status(text: &str) -> HashMap<String, Vec<DpkgEntry>> {
     out
 }
 
+/// What a path looked like: device, inode, size, mode, modification and change times (to the
+/// nanosecond), following symbolic links; `None` when it could not be examined (missing, or
+/// an error). Any write, rename or `chmod` changes the change time, so an unchanged stamp
+/// means unchanged content for every file system that keeps ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(Option<[i64; 8]>);
+
+impl Stamp {
+    /// True when the path was last changed (ctime) before `t`, or does not exist. A stamp taken
+    /// within a timestamp tick of a change may equal the stamp after a second change in the
+    /// same tick, so (as git does for its index) answers resting on a stamp that was not
+    /// settled when taken are not trusted.
+    pub fn settled_before(&self, t: std::time::SystemTime) -> bool {
+        let Some(fields) = self.0 else {
+            return true;
+        };
+        let since_epoch = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (fields[6], fields[7])
+            < (
+                since_epoch.as_secs() as i64,
+                i64::from(since_epoch.subsec_nanos()),
+            )
+    }
+
+    /// The stamp of `path` now.
+    pub fn of(path: &Path) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp(std::fs::metadata(path).ok().map(|m| {
+            [
+                m.dev() as i64,
+                m.ino() as i64,
+                m.size() as i64,
+                i64::from(m.mode()),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ]
+        }))
+    }
+}
+
 /// The machine rules are evaluated against: the target root and the CPU architecture.
 ///
 /// It caches what it reads, so one search reads `os-release` and the dpkg status file at most
@@ -964,6 +1019,7 @@ fn parse_dpkg_status(text: &str) -> HashMap<String, Vec<DpkgEntry>> {
 pub struct Machine {
     root: PathBuf,
     arch: String,
+    looked_at: Mutex<HashMap<PathBuf, Stamp>>,
     os_release: Mutex<Option<Arc<OsRelease>>>,
     dpkg: Mutex<Option<Arc<DpkgStatus>>>,
     hashes: Mutex<HashMap<PathBuf, Result<[u8; 32], Absent>>>,
@@ -993,6 +1049,7 @@ impl Machine {
         Machine {
             root: root.into(),
             arch: String::new(),
+            looked_at: Mutex::new(HashMap::new()),
             os_release: Mutex::new(None),
             dpkg: Mutex::new(None),
             hashes: Mutex::new(HashMap::new()),
@@ -1019,10 +1076,32 @@ impl Machine {
         &self.arch
     }
 
+    /// Every path rules looked at so far, with what it looked like just before: if none of
+    /// them has changed since, evaluating the same rules again gives the same answers (rules
+    /// depend on nothing else but the architecture and the installed updates).
+    pub fn looked_at(&self) -> Vec<(PathBuf, Stamp)> {
+        lock(&self.looked_at)
+            .iter()
+            .map(|(p, s)| (p.clone(), *s))
+            .collect()
+    }
+
+    /// Records `path`'s stamp the first time a rule looks at it, before it is read: a change
+    /// after the stamp then shows as a different stamp later.
+    fn note(&self, path: &Path) {
+        let mut looked_at = lock(&self.looked_at);
+        if !looked_at.contains_key(path) {
+            looked_at.insert(path.to_path_buf(), Stamp::of(path));
+        }
+    }
+
     fn os_release(&self) -> crate::Result<Arc<OsRelease>> {
         let mut cache = lock(&self.os_release);
         if let Some(cached) = cache.as_ref() {
             return Ok(Arc::clone(cached));
+        }
+        for rel in OS_RELEASE_FILES {
+            self.note(&self.root.join(rel));
         }
         let loaded = Arc::new(load_os_release(&self.root)?);
         *cache = Some(Arc::clone(&loaded));
@@ -1034,6 +1113,7 @@ impl Machine {
         if let Some(cached) = cache.as_ref() {
             return Ok(Arc::clone(cached));
         }
+        self.note(&self.root.join(DPKG_STATUS));
         let loaded = Arc::new(load_dpkg_status(&self.root)?);
         *cache = Some(Arc::clone(&loaded));
         Ok(loaded)
@@ -1044,6 +1124,7 @@ impl Machine {
         if let Some(cached) = cache.get(path) {
             return Ok(*cached);
         }
+        self.note(path);
         let digest = match open_regular(path)? {
             Ok(mut file) => {
                 use aws_lc_rs::digest;
@@ -1072,6 +1153,7 @@ impl Machine {
         if let Some(cached) = cache.get(path) {
             return Ok(cached.clone());
         }
+        self.note(path);
         let text = match open_regular(path)? {
             Ok(file) => {
                 let mut bytes = Vec::new();
@@ -1183,6 +1265,7 @@ impl Rule {
                     Ok(path) => path,
                     Err(e) => return Ok((false, e)),
                 };
+                machine.note(&path);
                 match std::fs::metadata(&path) {
                     Ok(meta) if meta.is_dir() => (false, Absent::Directory.to_string()),
                     Ok(_) => (true, "exists".to_owned()),

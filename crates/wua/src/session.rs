@@ -94,6 +94,8 @@ pub(crate) struct Agent {
     pub config: AgentConfig,
     pub catalog: Catalog,
     pub store: Arc<Store>,
+    /// Detection answers searches reuse while nothing they rest on changed.
+    pub detection: std::sync::Mutex<Option<Arc<crate::search::engine::DetectionCache>>>,
 }
 
 static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
@@ -146,6 +148,7 @@ impl UpdateSession {
                 config,
                 catalog,
                 store,
+                detection: std::sync::Mutex::new(None),
             }),
             client_application_id: UNKNOWN_CLIENT.to_string(),
         })

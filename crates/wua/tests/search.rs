@@ -1855,3 +1855,78 @@ fn uninstalling_a_bundle_keeps_parts_another_installed_bundle_lists() {
     assert!(env.in_root("opt/shared-part").exists());
     assert!(!env.in_root("opt/own-part").exists());
 }
+
+#[test]
+fn one_session_sees_machine_changes_between_searches() {
+    // Searches reuse detection answers while nothing a rule looked at has changed: every kind
+    // of change a rule depends on must show in the next search of the same session.
+    let env = Fixture::new()
+        .update(gated("Needs marker", json!({ "file_exists": "etc/marker" })))
+        .update(gated(
+            "Needs Debian 13",
+            json!({ "os_release": { "field": "VERSION_ID", "op": ">=", "value": "13" } }),
+        ))
+        .update(gated(
+            "Needs libdemo 2",
+            json!({ "package": { "name": "libdemo", "op": ">=", "version": "2.0" } }),
+        ))
+        .update(gated(
+            "Needs version 5",
+            json!({ "file_version": { "path": "opt/app/VERSION", "pattern": "^(\\S+)$", "op": ">=", "version": "5" } }),
+        ))
+        .build();
+    let session = env.session();
+    let searcher = session.create_update_searcher();
+    let found = || titles(&searcher.search("").unwrap().updates);
+    // Nothing the rules look at exists yet, so the answers are settled and the second search
+    // reuses them; a file appearing must still show.
+    assert!(found().is_empty(), "{:?}", found());
+    assert!(
+        found().is_empty(),
+        "a repeated search gives the same answer"
+    );
+    env.write_in_root("opt/app/VERSION", "5\n");
+    assert_eq!(found(), ["Needs version 5"]);
+    fs::remove_file(env.in_root("opt/app/VERSION")).unwrap();
+    assert!(found().is_empty(), "{:?}", found());
+
+    env.write_in_root("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+    env.write_in_root(
+        "var/lib/dpkg/status",
+        "Package: libdemo\nStatus: install ok installed\nVersion: 1.9\nArchitecture: amd64\n",
+    );
+    env.write_in_root("opt/app/VERSION", "4\n");
+    assert!(found().is_empty(), "{:?}", found());
+    assert!(
+        found().is_empty(),
+        "a repeated search gives the same answer"
+    );
+
+    env.write_in_root("etc/marker", "");
+    assert_eq!(found(), ["Needs marker"]);
+    env.write_in_root("etc/os-release", "ID=debian\nVERSION_ID=\"13\"\n");
+    assert_eq!(found(), ["Needs marker", "Needs Debian 13"]);
+    env.write_in_root(
+        "var/lib/dpkg/status",
+        "Package: libdemo\nStatus: install ok installed\nVersion: 2.1\nArchitecture: amd64\n",
+    );
+    assert_eq!(
+        found(),
+        ["Needs marker", "Needs Debian 13", "Needs libdemo 2"]
+    );
+    env.write_in_root("opt/app/VERSION", "5\n");
+    assert_eq!(
+        found(),
+        [
+            "Needs marker",
+            "Needs Debian 13",
+            "Needs libdemo 2",
+            "Needs version 5"
+        ]
+    );
+    fs::remove_file(env.in_root("etc/marker")).unwrap();
+    assert_eq!(
+        found(),
+        ["Needs Debian 13", "Needs libdemo 2", "Needs version 5"]
+    );
+}

@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,7 +25,7 @@ use crate::error::Result;
 use crate::hresult::WU_E_TOO_DEEP_RELATION;
 use crate::model::UpdateState;
 use crate::model::{DeploymentAction, Update, UpdateExceptionContext, UpdateType};
-use crate::rules::Machine;
+use crate::rules::{Machine, Stamp};
 use crate::search::UpdateException;
 use crate::search::criteria::{Criteria, Facts, Term, Unmet};
 use crate::session::Agent;
@@ -52,7 +53,7 @@ pub(crate) struct Detector<'a> {
     /// Set when an evaluation stopped at [`MAX_RELATION_DEPTH`]; every answer that depended on
     /// it is cut short, so it is neither memoised nor final.
     too_deep: Cell<bool>,
-    warnings: RefCell<Vec<UpdateException>>,
+    warnings: RefCell<Vec<(Uuid, UpdateException)>>,
     warned: RefCell<HashSet<Uuid>>,
 }
 
@@ -184,19 +185,140 @@ impl<'a> Detector<'a> {
 
     fn warn(&self, def: &UpdateDefinition, hresult: crate::HResult, message: String) {
         if self.warned.borrow_mut().insert(def.identity.update_id) {
-            self.warnings.borrow_mut().push(UpdateException {
-                context: UpdateExceptionContext::General,
-                hresult,
-                message: format!(
-                    "update {} ({}): {message}",
-                    def.identity.update_id, def.title
-                ),
-            });
+            self.warnings.borrow_mut().push((
+                def.identity.update_id,
+                UpdateException {
+                    context: UpdateExceptionContext::General,
+                    hresult,
+                    message: format!(
+                        "update {} ({}): {message}",
+                        def.identity.update_id, def.title
+                    ),
+                },
+            ));
         }
     }
 
-    pub fn take_warnings(&self) -> Vec<UpdateException> {
+    /// The warnings so far, each with the update it is about.
+    pub fn take_warnings(&self) -> Vec<(Uuid, UpdateException)> {
         std::mem::take(&mut self.warnings.borrow_mut())
+    }
+}
+
+/// How long before a detection run the files it read must have last changed for its answers
+/// to be reused: comfortably more than any file system's timestamp granularity.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Detection answers for every update of the catalog, by position, kept by the session so that
+/// later searches do not evaluate rules again. Valid while wua's installed updates are the same
+/// and nothing any rule looked at has changed (each path's [`Stamp`], taken before it was read);
+/// rules depend on nothing else.
+#[derive(Debug)]
+pub(crate) struct DetectionCache {
+    /// Whether every stamp was settled (changed more than [`SETTLE`] before it was taken); if
+    /// not, the answers are used by no later search.
+    settled: bool,
+    installed: HashMap<Uuid, i32>,
+    looked_at: Vec<(PathBuf, Stamp)>,
+    is_installed: Vec<bool>,
+    applies: Vec<bool>,
+    warnings: Vec<(Uuid, UpdateException)>,
+}
+
+impl DetectionCache {
+    fn compute(agent: &Agent, snapshot: &StoreSnapshot) -> DetectionCache {
+        let started = std::time::SystemTime::now();
+        let detector = Detector::new(
+            &agent.catalog,
+            &snapshot.installed,
+            Machine::new(&agent.config.root),
+        );
+        let updates = agent.catalog.updates();
+        let mut is_installed = Vec::with_capacity(updates.len());
+        let mut applies = Vec::with_capacity(updates.len());
+        for def in updates {
+            is_installed.push(detector.is_installed(def).holds);
+            applies.push(detector.applies(def).holds);
+        }
+        let looked_at = detector.machine.looked_at();
+        let settled = started
+            .checked_sub(SETTLE)
+            .is_some_and(|t| looked_at.iter().all(|(_, stamp)| stamp.settled_before(t)));
+        DetectionCache {
+            settled,
+            installed: snapshot.installed.clone(),
+            looked_at,
+            is_installed,
+            applies,
+            warnings: detector.take_warnings(),
+        }
+    }
+
+    fn is_valid(&self, snapshot: &StoreSnapshot) -> bool {
+        self.settled
+            && self.installed == snapshot.installed
+            && self
+                .looked_at
+                .iter()
+                .all(|(path, stamp)| Stamp::of(path) == *stamp)
+    }
+}
+
+/// The session's detection answers, evaluated again first if anything they rest on changed.
+fn cached_detection(agent: &Agent, snapshot: &StoreSnapshot) -> Arc<DetectionCache> {
+    let mut slot = agent
+        .detection
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(cache) = slot.as_ref()
+        && cache.is_valid(snapshot)
+    {
+        return cache.clone();
+    }
+    let fresh = Arc::new(DetectionCache::compute(agent, snapshot));
+    *slot = Some(fresh.clone());
+    fresh
+}
+
+/// Where a search gets detection answers: evaluated now, with reasons (for `explain`), or the
+/// session's cache (plain answers, no reasons).
+enum Detection<'a> {
+    Live(Box<Detector<'a>>),
+    Cached(Arc<DetectionCache>),
+}
+
+impl Detection<'_> {
+    fn is_installed(&self, index: usize, def: &UpdateDefinition) -> Detected {
+        match self {
+            Detection::Live(d) => d.is_installed(def),
+            Detection::Cached(c) => Detected {
+                holds: c.is_installed[index],
+                reason: String::new(),
+            },
+        }
+    }
+
+    fn applies(&self, index: usize, def: &UpdateDefinition) -> Detected {
+        match self {
+            Detection::Live(d) => d.applies(def),
+            Detection::Cached(c) => Detected {
+                holds: c.applies[index],
+                reason: String::new(),
+            },
+        }
+    }
+
+    /// The warnings about these updates.
+    fn warnings(&self, about: &HashSet<Uuid>) -> Vec<UpdateException> {
+        match self {
+            Detection::Live(d) => d.take_warnings().into_iter().map(|(_, w)| w).collect(),
+            Detection::Cached(c) => c
+                .warnings
+                .iter()
+                .filter(|(id, _)| about.contains(id))
+                .map(|(_, w)| w.clone())
+                .collect(),
+        }
     }
 }
 
@@ -302,9 +424,13 @@ pub(crate) struct Outcome {
 
 /// The facts criteria ask about one catalog update, computed on demand.
 struct Candidate<'d, 'a> {
+    index: usize,
     def: &'d UpdateDefinition,
-    detector: &'d Detector<'a>,
+    detection: &'d Detection<'a>,
     snapshot: &'d StoreSnapshot,
+    /// Whether a criterion asked for detection (the update's detection warnings then concern
+    /// this search).
+    detected: Cell<bool>,
 }
 
 impl Facts for Candidate<'_, '_> {
@@ -333,7 +459,8 @@ impl Facts for Candidate<'_, '_> {
         self.def.categories.iter().any(|c| c.id == id)
     }
     fn is_installed(&self) -> bool {
-        self.detector.is_installed(self.def).holds
+        self.detected.set(true);
+        self.detection.is_installed(self.index, self.def).holds
     }
     fn is_hidden(&self) -> bool {
         self.snapshot.hidden.contains(&self.def.identity.update_id)
@@ -396,7 +523,7 @@ impl Candidate<'_, '_> {
                     }
                 }
                 Term::IsInstalled(_) => {
-                    let d = self.detector.is_installed(self.def);
+                    let d = self.detection.is_installed(self.index, self.def);
                     if d.holds {
                         format!("it is installed: {}", d.reason)
                     } else {
@@ -434,24 +561,26 @@ fn payload_names(catalog: &Catalog) -> HashSet<String> {
 /// Builds [`Update`] objects with their state, children first for bundles.
 struct Builder<'d, 'a> {
     agent: &'d Agent,
-    detector: &'d Detector<'a>,
+    detection: &'d Detection<'a>,
     snapshot: &'d StoreSnapshot,
     payloads: HashSet<String>,
 }
 
 impl Builder<'_, '_> {
-    fn update(&self, def: &Arc<UpdateDefinition>) -> Arc<Update> {
+    fn update(&self, index: usize) -> Arc<Update> {
+        let catalog = &self.agent.catalog;
+        let def = &catalog.updates()[index];
         let bundled = def
             .bundled_updates
             .iter()
-            .filter_map(|id| self.agent.catalog.find(*id))
+            .filter_map(|id| catalog.position(*id))
             .map(|child| self.update(child))
             .collect();
         let id = def.identity.update_id;
-        let is_installed = self.detector.is_installed(def).holds;
+        let is_installed = self.detection.is_installed(index, def).holds;
         let state = UpdateState {
             is_installed,
-            is_installable: self.detector.applies(def).holds,
+            is_installable: self.detection.applies(index, def).holds,
             is_present: is_installed || self.snapshot.installed.contains_key(&id),
             is_downloaded: self
                 .payloads
@@ -469,7 +598,8 @@ impl Builder<'_, '_> {
     }
 }
 
-/// Runs a search over the agent's catalog.
+/// Runs a search over the agent's catalog. With `explain`, rules are evaluated now, with
+/// reasons; otherwise the session's cached detection answers are used.
 pub(crate) fn run(
     agent: &Agent,
     criteria: &Criteria,
@@ -477,34 +607,36 @@ pub(crate) fn run(
     abort: &AtomicBool,
 ) -> Result<Outcome> {
     let snapshot = agent.store.snapshot()?;
-    let detector = Detector::new(
-        &agent.catalog,
-        &snapshot.installed,
-        Machine::new(&agent.config.root),
-    );
+    let detection = if options.explain {
+        Detection::Live(Box::new(Detector::new(
+            &agent.catalog,
+            &snapshot.installed,
+            Machine::new(&agent.config.root),
+        )))
+    } else {
+        Detection::Cached(cached_detection(agent, &snapshot))
+    };
     let builder = Builder {
         agent,
-        detector: &detector,
+        detection: &detection,
         snapshot: &snapshot,
         payloads: payload_names(&agent.catalog),
     };
     let catalog = &agent.catalog;
-    let bundled_in: HashMap<Uuid, &UpdateDefinition> = catalog
-        .updates()
-        .iter()
-        .flat_map(|p| p.bundled_updates.iter().map(move |c| (*c, &**p)))
-        .collect();
+    let relations = catalog.relations();
 
     // Decisions before supersedence; `None` means a candidate.
     let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(catalog.updates().len());
-    let mut candidates: HashSet<Uuid> = HashSet::new();
+    let mut candidates: Vec<bool> = vec![false; catalog.updates().len()];
+    // Updates whose detection this search used: its warnings are about these.
+    let mut considered: HashSet<Uuid> = HashSet::new();
     let mut matched_group: Vec<usize> = Vec::new();
-    for def in catalog.updates().iter() {
+    for (index, def) in catalog.updates().iter().enumerate() {
         if abort.load(Ordering::Relaxed) {
             return Ok(Outcome {
                 updates: Vec::new(),
                 explanations: Vec::new(),
-                warnings: detector.take_warnings(),
+                warnings: Vec::new(),
                 aborted: true,
             });
         }
@@ -517,20 +649,26 @@ pub(crate) fn run(
             "search: examining update"
         );
         let facts = Candidate {
+            index,
             def,
-            detector: &detector,
+            detection: &detection,
             snapshot: &snapshot,
+            detected: Cell::new(false),
         };
         matched_group.push(usize::MAX);
-        let id = def.identity.update_id;
-        if let Some(parent) = bundled_in.get(&id) {
+        if let Some(&parent) = relations.bundled_in.get(&def.identity.update_id) {
+            let parent = &catalog.updates()[parent];
             verdicts.push(Some(Verdict::Bundled {
                 parent: parent.identity.update_id,
                 parent_title: parent.title.clone(),
             }));
             continue;
         }
-        let Some(group) = criteria.groups.iter().position(|g| g.matches(&facts)) else {
+        let matched = criteria.groups.iter().position(|g| g.matches(&facts));
+        if matched.is_some() || facts.detected.get() {
+            considered.insert(def.identity.update_id);
+        }
+        let Some(group) = matched else {
             let unmet = if options.explain {
                 criteria
                     .groups
@@ -544,9 +682,9 @@ pub(crate) fn run(
             verdicts.push(Some(Verdict::CriteriaNotMet { unmet }));
             continue;
         };
-        *matched_group.last_mut().expect("pushed above") = group;
-        if !detector.is_installed(def).holds {
-            let applies = detector.applies(def);
+        matched_group[index] = group;
+        if !detection.is_installed(index, def).holds {
+            let applies = detection.applies(index, def);
             if !applies.holds {
                 verdicts.push(Some(Verdict::NotApplicable {
                     reason: applies.reason,
@@ -554,41 +692,36 @@ pub(crate) fn run(
                 continue;
             }
         }
-        candidates.insert(id);
+        candidates[index] = true;
         verdicts.push(None);
     }
 
     if !options.include_superseded {
-        let mut superseded_by: HashMap<Uuid, Vec<&UpdateDefinition>> = HashMap::new();
-        for def in catalog.updates() {
-            for old in &def.superseded_update_ids {
-                superseded_by.entry(*old).or_default().push(def);
-            }
-        }
-        for (i, def) in catalog.updates().iter().enumerate() {
-            if verdicts[i].is_some() {
+        for (index, def) in catalog.updates().iter().enumerate() {
+            if verdicts[index].is_some() {
                 continue;
             }
-            let Some(newer) = superseded_by.get(&def.identity.update_id) else {
+            let Some(newer) = relations.superseded_by.get(&def.identity.update_id) else {
                 continue;
             };
-            if detector.is_installed(def).holds {
+            if detection.is_installed(index, def).holds {
                 continue;
             }
+            let updates = catalog.updates();
             let by = newer
                 .iter()
-                .find(|n| candidates.contains(&n.identity.update_id))
-                .map(|n| (n, false))
+                .find(|&&n| candidates[n])
+                .map(|&n| (n, false))
                 .or_else(|| {
                     newer
                         .iter()
-                        .find(|n| detector.is_installed(n).holds)
-                        .map(|n| (n, true))
+                        .find(|&&n| detection.is_installed(n, &updates[n]).holds)
+                        .map(|&n| (n, true))
                 });
             if let Some((n, by_installed)) = by {
-                verdicts[i] = Some(Verdict::Superseded {
-                    by: n.identity.update_id,
-                    by_title: n.title.clone(),
+                verdicts[index] = Some(Verdict::Superseded {
+                    by: updates[n].identity.update_id,
+                    by_title: updates[n].title.clone(),
                     by_installed,
                 });
             }
@@ -597,20 +730,20 @@ pub(crate) fn run(
 
     let mut updates = Vec::new();
     let mut explanations = Vec::new();
-    for (i, (def, verdict)) in catalog.updates().iter().zip(verdicts).enumerate() {
+    for (index, (def, verdict)) in catalog.updates().iter().zip(verdicts).enumerate() {
         match verdict {
             None => {
-                let update = builder.update(def);
+                let update = builder.update(index);
                 if options.explain {
                     let because = if update.is_installed() {
-                        detector.is_installed(def).reason
+                        detection.is_installed(index, def).reason
                     } else {
-                        detector.applies(def).reason
+                        detection.applies(index, def).reason
                     };
                     explanations.push(Explanation {
                         update: update.clone(),
                         verdict: Verdict::Selected {
-                            matched: criteria.groups[matched_group[i]].to_string(),
+                            matched: criteria.groups[matched_group[index]].to_string(),
                             because,
                         },
                     });
@@ -618,7 +751,7 @@ pub(crate) fn run(
                 updates.push(update);
             }
             Some(verdict) if options.explain => explanations.push(Explanation {
-                update: builder.update(def),
+                update: builder.update(index),
                 verdict,
             }),
             Some(_) => {}
@@ -627,7 +760,7 @@ pub(crate) fn run(
     Ok(Outcome {
         updates,
         explanations,
-        warnings: detector.take_warnings(),
+        warnings: detection.warnings(&considered),
         aborted: false,
     })
 }
@@ -636,22 +769,15 @@ pub(crate) fn run(
 /// that do not apply included).
 pub(crate) fn all_updates(agent: &Agent) -> Result<Vec<Arc<Update>>> {
     let snapshot = agent.store.snapshot()?;
-    let detector = Detector::new(
-        &agent.catalog,
-        &snapshot.installed,
-        Machine::new(&agent.config.root),
-    );
+    let detection = Detection::Cached(cached_detection(agent, &snapshot));
     let builder = Builder {
         agent,
-        detector: &detector,
+        detection: &detection,
         snapshot: &snapshot,
         payloads: payload_names(&agent.catalog),
     };
-    Ok(agent
-        .catalog
-        .updates()
-        .iter()
-        .map(|def| builder.update(def))
+    Ok((0..agent.catalog.updates().len())
+        .map(|index| builder.update(index))
         .collect())
 }
 
