@@ -302,10 +302,12 @@ pub struct Catalog {
 /// every search needs it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Relations {
-    /// Part id → the bundle listing it (the first, if several do).
-    pub bundled_in: HashMap<Uuid, usize>,
-    /// Update id → the updates that supersede it.
-    pub superseded_by: HashMap<Uuid, Vec<usize>>,
+    /// By position: the bundle listing this update as a part (the first, if several do).
+    pub bundled_in: Vec<Option<usize>>,
+    /// By position: the updates that supersede this one.
+    pub superseded_by: Vec<Vec<usize>>,
+    /// The categories of the catalog's updates, each once, in first-seen order.
+    pub categories: Vec<Category>,
 }
 
 impl Catalog {
@@ -356,13 +358,28 @@ impl Catalog {
 
     pub(crate) fn relations(&self) -> &Relations {
         self.relations.get_or_init(|| {
-            let mut relations = Relations::default();
+            let n = self.file.updates.len();
+            let mut relations = Relations {
+                bundled_in: vec![None; n],
+                superseded_by: vec![Vec::new(); n],
+                categories: Vec::new(),
+            };
+            let mut seen = HashSet::new();
             for (i, def) in self.file.updates.iter().enumerate() {
                 for part in &def.bundled_updates {
-                    relations.bundled_in.entry(*part).or_insert(i);
+                    if let Some(p) = self.position(*part) {
+                        relations.bundled_in[p].get_or_insert(i);
+                    }
                 }
                 for old in &def.superseded_update_ids {
-                    relations.superseded_by.entry(*old).or_default().push(i);
+                    if let Some(o) = self.position(*old) {
+                        relations.superseded_by[o].push(i);
+                    }
+                }
+                for c in &def.categories {
+                    if seen.insert(c.id) {
+                        relations.categories.push(c.clone());
+                    }
                 }
             }
             relations
@@ -523,6 +540,31 @@ fn parse_file(bytes: &[u8]) -> std::result::Result<CatalogFile, String> {
     })
 }
 
+/// The first `Some` that `check` gives for `items`, in their order, the work spread over the
+/// machine's cores for large slices.
+fn first_in_parallel<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    check: impl Fn(&'a T) -> Option<R> + Sync,
+) -> Option<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if items.len() < 1024 || threads == 1 {
+        return items.iter().find_map(check);
+    }
+    let check = &check;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().find_map(check)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .find_map(|found| found)
+    })
+}
+
 /// A parse error inside one element, with its position in the whole file.
 fn locate(file: &[u8], element: &str, e: &serde_json::Error) -> String {
     let offset = (element.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
@@ -598,19 +640,21 @@ pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<CatalogFile> {
             ));
         }
     }
+    if let Some((update, e)) = first_in_parallel(&file.updates, |update| {
+        validate_definition(update).err().map(|e| (update, e))
+    }) {
+        return Err(Error::code(
+            WU_E_INVALID_UPDATE,
+            format!(
+                "{}: update {} ({}): {e}",
+                path.display(),
+                update.identity.update_id,
+                update.title
+            ),
+        ));
+    }
     let mut seen = HashSet::new();
     for update in &file.updates {
-        validate_definition(update).map_err(|e| {
-            Error::code(
-                WU_E_INVALID_UPDATE,
-                format!(
-                    "{}: update {} ({}): {e}",
-                    path.display(),
-                    update.identity.update_id,
-                    update.title
-                ),
-            )
-        })?;
         if !seen.insert(update.identity.update_id) {
             return Err(Error::code(
                 WU_E_INVALID_UPDATE,

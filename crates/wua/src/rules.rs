@@ -1088,11 +1088,30 @@ impl Machine {
 
     /// Records `path`'s stamp the first time a rule looks at it, before it is read: a change
     /// after the stamp then shows as a different stamp later.
+    ///
+    /// A path that does not exist is covered by its deepest existing ancestor instead: creating
+    /// anything below a directory changes that directory's stamp, and catalogs test for many
+    /// absent files in few directories, so far fewer stamps need checking.
     fn note(&self, path: &Path) {
         let mut looked_at = lock(&self.looked_at);
-        if !looked_at.contains_key(path) {
-            looked_at.insert(path.to_path_buf(), Stamp::of(path));
+        if looked_at.contains_key(path) {
+            return;
         }
+        let mut stamp = Stamp::of(path);
+        let mut at = path;
+        while stamp.0.is_none() {
+            match at.parent() {
+                Some(parent) if parent.starts_with(&self.root) => {
+                    at = parent;
+                    if looked_at.contains_key(at) {
+                        return;
+                    }
+                    stamp = Stamp::of(at);
+                }
+                _ => break,
+            }
+        }
+        looked_at.insert(at.to_path_buf(), stamp);
     }
 
     fn os_release(&self) -> crate::Result<Arc<OsRelease>> {

@@ -226,32 +226,71 @@ pub(crate) struct DetectionCache {
 }
 
 impl DetectionCache {
+    /// Evaluates every update's rules, the catalog split over the machine's cores (each part
+    /// with its own detector and `Machine`; `update_installed` answers across parts are simply
+    /// evaluated again).
     fn compute(agent: &Agent, snapshot: &StoreSnapshot) -> DetectionCache {
         let started = std::time::SystemTime::now();
-        let detector = Detector::new(
-            &agent.catalog,
-            &snapshot.installed,
-            Machine::new(&agent.config.root),
-        );
         let updates = agent.catalog.updates();
-        let mut is_installed = Vec::with_capacity(updates.len());
-        let mut applies = Vec::with_capacity(updates.len());
-        for def in updates {
-            is_installed.push(detector.is_installed(def).holds);
-            applies.push(detector.applies(def).holds);
-        }
-        let looked_at = detector.machine.looked_at();
-        let settled = started
-            .checked_sub(SETTLE)
-            .is_some_and(|t| looked_at.iter().all(|(_, stamp)| stamp.settled_before(t)));
-        DetectionCache {
-            settled,
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let chunk = updates.len().div_ceil(threads).max(1024);
+        let evaluate = |part: &[Arc<UpdateDefinition>]| {
+            let detector = Detector::new(
+                &agent.catalog,
+                &snapshot.installed,
+                Machine::new(&agent.config.root),
+            );
+            let answers: Vec<(bool, bool)> = part
+                .iter()
+                .map(|def| {
+                    (
+                        detector.is_installed(def).holds,
+                        detector.applies(def).holds,
+                    )
+                })
+                .collect();
+            (
+                answers,
+                detector.machine.looked_at(),
+                detector.take_warnings(),
+            )
+        };
+        let parts: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = updates
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || evaluate(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut cache = DetectionCache {
+            settled: false,
             installed: snapshot.installed.clone(),
-            looked_at,
-            is_installed,
-            applies,
-            warnings: detector.take_warnings(),
+            looked_at: Vec::new(),
+            is_installed: Vec::with_capacity(updates.len()),
+            applies: Vec::with_capacity(updates.len()),
+            warnings: Vec::new(),
+        };
+        for (answers, looked_at, warnings) in parts {
+            for (installed, applies) in answers {
+                cache.is_installed.push(installed);
+                cache.applies.push(applies);
+            }
+            // The same path may come from several parts; every stamp must still hold.
+            cache.looked_at.extend(looked_at);
+            cache.warnings.extend(warnings);
         }
+        cache.settled = started.checked_sub(SETTLE).is_some_and(|t| {
+            cache
+                .looked_at
+                .iter()
+                .all(|(_, stamp)| stamp.settled_before(t))
+        });
+        cache
     }
 
     fn is_valid(&self, snapshot: &StoreSnapshot) -> bool {
@@ -308,14 +347,14 @@ impl Detection<'_> {
         }
     }
 
-    /// The warnings about these updates.
-    fn warnings(&self, about: &HashSet<Uuid>) -> Vec<UpdateException> {
+    /// The warnings about the updates marked in `about` (by position).
+    fn warnings(&self, catalog: &Catalog, about: &[bool]) -> Vec<UpdateException> {
         match self {
             Detection::Live(d) => d.take_warnings().into_iter().map(|(_, w)| w).collect(),
             Detection::Cached(c) => c
                 .warnings
                 .iter()
-                .filter(|(id, _)| about.contains(id))
+                .filter(|(id, _)| catalog.position(*id).is_some_and(|i| about[i]))
                 .map(|(_, w)| w.clone())
                 .collect(),
         }
@@ -545,14 +584,17 @@ impl Candidate<'_, '_> {
     }
 }
 
-/// Names of the payload files in the catalog's content store, read once per search so that
+/// Digests of the payload files in the catalog's content store, read once per search so that
 /// `IsDownloaded` costs no system call per update.
 fn payload_names(catalog: &Catalog) -> HashSet<String> {
     let dir = catalog.dir().join(crate::catalog::PAYLOAD_DIR);
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    name.strip_suffix(".tar.zst").map(str::to_owned)
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -582,9 +624,7 @@ impl Builder<'_, '_> {
             is_installed,
             is_installable: self.detection.applies(index, def).holds,
             is_present: is_installed || self.snapshot.installed.contains_key(&id),
-            is_downloaded: self
-                .payloads
-                .contains(&format!("{}.tar.zst", def.payload.sha256)),
+            is_downloaded: self.payloads.contains(def.payload.sha256.as_str()),
             is_hidden: self.snapshot.hidden.contains(&id),
             eula_accepted: def.eula_text.is_none()
                 || self.snapshot.eulas.contains_key(&def.identity),
@@ -629,7 +669,7 @@ pub(crate) fn run(
     let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(catalog.updates().len());
     let mut candidates: Vec<bool> = vec![false; catalog.updates().len()];
     // Updates whose detection this search used: its warnings are about these.
-    let mut considered: HashSet<Uuid> = HashSet::new();
+    let mut considered: Vec<bool> = vec![false; catalog.updates().len()];
     let mut matched_group: Vec<usize> = Vec::new();
     for (index, def) in catalog.updates().iter().enumerate() {
         if abort.load(Ordering::Relaxed) {
@@ -656,7 +696,7 @@ pub(crate) fn run(
             detected: Cell::new(false),
         };
         matched_group.push(usize::MAX);
-        if let Some(&parent) = relations.bundled_in.get(&def.identity.update_id) {
+        if let Some(parent) = relations.bundled_in[index] {
             let parent = &catalog.updates()[parent];
             verdicts.push(Some(Verdict::Bundled {
                 parent: parent.identity.update_id,
@@ -665,9 +705,7 @@ pub(crate) fn run(
             continue;
         }
         let matched = criteria.groups.iter().position(|g| g.matches(&facts));
-        if matched.is_some() || facts.detected.get() {
-            considered.insert(def.identity.update_id);
-        }
+        considered[index] = matched.is_some() || facts.detected.get();
         let Some(group) = matched else {
             let unmet = if options.explain {
                 criteria
@@ -701,9 +739,10 @@ pub(crate) fn run(
             if verdicts[index].is_some() {
                 continue;
             }
-            let Some(newer) = relations.superseded_by.get(&def.identity.update_id) else {
+            let newer = &relations.superseded_by[index];
+            if newer.is_empty() {
                 continue;
-            };
+            }
             if detection.is_installed(index, def).holds {
                 continue;
             }
@@ -760,7 +799,7 @@ pub(crate) fn run(
     Ok(Outcome {
         updates,
         explanations,
-        warnings: detection.warnings(&considered),
+        warnings: detection.warnings(catalog, &considered),
         aborted: false,
     })
 }

@@ -510,13 +510,5 @@ fn run_search(
 }
 
 fn root_categories(agent: &Agent) -> Vec<Category> {
-    let mut seen = std::collections::HashSet::new();
-    agent
-        .catalog
-        .updates()
-        .iter()
-        .flat_map(|u| u.categories.iter())
-        .filter(|c| seen.insert(c.id))
-        .cloned()
-        .collect()
+    agent.catalog.relations().categories.clone()
 }
