@@ -445,8 +445,17 @@ fn run(
             for u in &became_applicable {
                 say!("  {}  {}", command_name(u, &all), u.title());
             }
+            // A pending mandatory restart would refuse that install (exit 5): say so first.
+            let after = if session
+                .create_update_installer()
+                .reboot_required_before_installation()?
+            {
+                "After the restart, install"
+            } else {
+                "Install"
+            };
             say!(
-                "Install {verb_s} with: wua install {}",
+                "{after} {verb_s} with: wua install {}",
                 became_applicable
                     .iter()
                     .map(|u| command_name(u, &all))

@@ -294,6 +294,24 @@ fn licence_terms_must_be_accepted_and_acceptance_persists() {
 }
 
 #[test]
+fn the_became_applicable_note_says_to_restart_first_when_a_restart_is_pending() {
+    let agent = Agent::new(example_catalog());
+    // The kernel refresh leaves a mandatory restart pending, which would refuse the next
+    // install: the note says so instead of offering a command that fails.
+    let out = agent.run(&["install", "KB5000001", "KB5000004"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("After the restart, install it with: wua install KB5000011"),
+        "{}",
+        out.stdout
+    );
+    agent.reboot(2);
+    let out = agent.run(&["install", "KB5000011"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
 fn history_records_installs_failures_and_uninstalls() {
     let agent = Agent::new(example_catalog());
     agent.run(&["install", "KB5000001", "KB5000006"]);
