@@ -262,7 +262,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
                 notes.push("permanent".to_string());
             }
             if !u.is_downloaded && u.in_catalog {
-                notes.push("payload missing or damaged".to_string());
+                notes.push("payload missing".to_string());
             }
             if !u.in_catalog {
                 notes.push("this revision not in catalog".to_string());

@@ -229,15 +229,9 @@ struct BecameApplicable {
 
 /// The argument that names `update` on the command line: its KB number when only it has that
 /// KB article, else its id.
-fn command_name(update: &Update, all: &wua::UpdateCollection) -> String {
+fn command_name(update: &Update, all: &[Arc<wua::UpdateDefinition>]) -> String {
     match update.kb_article_ids().first() {
-        Some(kb)
-            if all
-                .iter()
-                .filter(|u| u.kb_article_ids().contains(kb))
-                .count()
-                == 1 =>
-        {
+        Some(kb) if all.iter().filter(|u| u.kb_article_ids.contains(kb)).count() == 1 => {
             format!("KB{kb}")
         }
         _ => update.identity().update_id.to_string(),
@@ -432,7 +426,8 @@ fn run(
     } else if !global.quiet {
         print_summary(&outcomes, &overall, verb);
         if !became_applicable.is_empty() {
-            let all = session.catalog_updates()?;
+            // Definitions suffice to tell whether a KB number is unique.
+            let all = session.catalog().updates();
             let (noun, verb_s) = if became_applicable.len() == 1 {
                 ("update applies", "it")
             } else {
@@ -443,7 +438,7 @@ fn run(
                 became_applicable.len()
             );
             for u in &became_applicable {
-                say!("  {}  {}", command_name(u, &all), u.title());
+                say!("  {}  {}", command_name(u, all), u.title());
             }
             // A pending mandatory restart would refuse that install (exit 5): say so first.
             let after = if session
@@ -458,7 +453,7 @@ fn run(
                 "{after} {verb_s} with: wua install {}",
                 became_applicable
                     .iter()
-                    .map(|u| command_name(u, &all))
+                    .map(|u| command_name(u, all))
                     .collect::<Vec<_>>()
                     .join(" ")
             );

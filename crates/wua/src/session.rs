@@ -199,6 +199,8 @@ impl UpdateSession {
     /// revision of each, else the catalog's), so uninstalling it removes them too.
     pub fn installed_updates(&self) -> Result<UpdateCollection> {
         let snapshot = self.agent.store.snapshot()?;
+        // The same `IsDownloaded` as searches give: the payload file is present.
+        let payloads = crate::search::engine::payload_names(&self.agent.catalog);
         let installed: Vec<Arc<UpdateDefinition>> = self
             .agent
             .store
@@ -216,7 +218,7 @@ impl UpdateSession {
                 is_installed,
                 is_installable: true,
                 is_present: is_installed || snapshot.installed.contains_key(&id),
-                is_downloaded: self.agent.catalog.has_payload(&def.payload),
+                is_downloaded: payloads.contains(def.payload.sha256.as_str()),
                 is_hidden: snapshot.hidden.contains(&id),
                 eula_accepted: def.eula_text.is_none()
                     || snapshot.eulas.contains_key(&def.identity),

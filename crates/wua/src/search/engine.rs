@@ -586,7 +586,7 @@ impl Candidate<'_, '_> {
 
 /// Digests of the payload files in the catalog's content store, read once per search so that
 /// `IsDownloaded` costs no system call per update.
-fn payload_names(catalog: &Catalog) -> HashSet<String> {
+pub(crate) fn payload_names(catalog: &Catalog) -> HashSet<String> {
     let dir = catalog.dir().join(crate::catalog::PAYLOAD_DIR);
     std::fs::read_dir(dir)
         .map(|entries| {
