@@ -1,5 +1,6 @@
 //! Fuzzes the payload archive checks: any bytes (as a .tar.zst) are walked or refused, never a
-//! panic, and no entry that passes has a path leaving the root.
+//! panic; no entry that passes has a path leaving the root, an absolute symlink target, or
+//! setuid/setgid bits when they are not allowed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,11 +12,25 @@ fuzz_target!(|data: &[u8]| {
         size: data.len() as u64,
         installed_size: 1 << 20,
     };
-    let _ = wua::catalog::walk_payload(data, &payload, |entry, _| {
+    // Both policies, chosen by the input, so the fuzzer explores each.
+    let allow_setid = data.len() % 2 == 0;
+    let _ = wua::catalog::walk_payload(data, &payload, allow_setid, |entry, _| {
         assert!(
-            entry.path.components().all(|c| matches!(c, Component::Normal(_))),
+            entry
+                .path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
             "{:?} leaves the root",
             entry.path
+        );
+        if let wua::catalog::PayloadEntryKind::Symlink(target) = &entry.kind {
+            assert!(target.is_relative(), "{:?} -> {target:?}", entry.path);
+        }
+        assert!(
+            allow_setid || entry.mode & 0o6000 == 0,
+            "{:?} has mode {:o}",
+            entry.path,
+            entry.mode
         );
         Ok(())
     });

@@ -24,14 +24,32 @@ Exit codes:
   3   succeeded; a restart is required to complete
   4   aborted (Ctrl-C, SIGTERM or SIGHUP)
   5   not allowed now: another install is running, or a restart is pending
-  64  bad input (unknown option, update, catalog, path, criteria or regex)";
+  64  bad input (unknown option, update, service, catalog, path, criteria or regex)";
 
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The catalog directory [default: the bundled example catalog]
+    /// Read updates from this unsigned catalog directory instead of the registered services
+    /// (for publishers trying a catalog before signing it) [default: the registered services;
+    /// with none, the bundled example repository, as a demo]
     #[arg(long, global = true, env = "WUA_CATALOG", value_name = "DIR")]
     pub catalog: Option<PathBuf>,
+    /// The service to use, by name or id [default: the default service, `wua service list`]
+    #[arg(long, global = true, env = "WUA_SERVICE", value_name = "NAME|ID")]
+    pub service: Option<String>,
+    /// Do not contact the service: use its newest verified metadata (checked again: it must
+    /// not have expired)
+    #[arg(long, global = true, env = "WUA_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub offline: bool,
+    /// Give up on a transfer that sends nothing for this many seconds [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "WUA_STALL_TIMEOUT",
+        value_name = "SECONDS",
+        hide_short_help = true
+    )]
+    pub stall_timeout: Option<u64>,
     /// The target root to install into [default: the demo root for the example catalog;
     /// otherwise `/`, which a normal user must override to install or uninstall]
     #[arg(long, global = true, env = "WUA_ROOT", value_name = "DIR")]
@@ -76,7 +94,9 @@ pub enum Command {
     /// Search the catalog with WUA's criteria and filters; --explain says why for each update
     #[command(after_long_help = STATUS_LETTERS)]
     Search(SearchArgs),
-    /// Install updates
+    /// Download updates into the verified cache (install does this first)
+    Download(DownloadArgs),
+    /// Install updates (downloading them first)
     Install(InstallArgs),
     /// Uninstall updates
     Uninstall(UninstallArgs),
@@ -90,6 +110,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Show whether a restart is required and whether an install is running
     Status,
+    /// Register, remove and list update services (signed repositories)
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Build and inspect catalogs
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -338,6 +361,58 @@ pub struct InstallArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Download every update the selection finds; alone, the same as --all
+    #[arg(long)]
+    pub accept_all: bool,
+    /// Download again (and verify again) updates already in the cache, and download updates
+    /// that are installed already
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// `wua service …`: the agent's update services (WUA's IUpdateServiceManager).
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Register a signed repository (a directory or an http(s):// URL) as a service
+    Add {
+        /// A name for the service
+        name: String,
+        /// The repository: a directory with metadata/ and targets/, or its URL
+        location: String,
+        /// The root.json its publisher handed out: the only metadata trusted without checking
+        #[arg(long, value_name = "FILE")]
+        trusted_root: PathBuf,
+        /// LOCATION is an exported bundle (`wua catalog export`), a directory or .tar file,
+        /// copied into the agent's state for offline use
+        #[arg(long)]
+        bundle: bool,
+        /// Make it the default service
+        #[arg(long)]
+        default: bool,
+    },
+    /// Remove a service (its trusted metadata; downloaded payloads stay in the cache)
+    Remove {
+        /// The service's name or id
+        service: String,
+    },
+    /// List the registered services
+    List,
+    /// Make a service the default one
+    Default {
+        /// The service's name or id
+        service: String,
+    },
+    /// Contact a service now: verify and store its newest signed metadata
+    Refresh {
+        /// The service's name or id [default: the default service]
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct UninstallArgs {
     /// Uninstall every update the selection finds without asking (PSWindowsUpdate's
     /// -AcceptAll); alone, the same as --all
@@ -376,5 +451,93 @@ pub enum CatalogCommand {
     Verify {
         /// The catalog directory
         dir: PathBuf,
+    },
+    /// Generate a publisher's signing keys: root.pem, targets.pem, snapshot.pem, timestamp.pem
+    Keygen {
+        /// The directory to write them to (created, mode 0700); existing keys are never
+        /// overwritten
+        dir: PathBuf,
+    },
+    /// Create a signed repository (metadata/1.root.json) trusting the keys in --keys
+    Init {
+        /// The repository directory (new or empty)
+        repo: PathBuf,
+        /// The keys directory (`wua catalog keygen`)
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        #[command(flatten)]
+        root: crate::publish::RootExpiryArgs,
+        /// Signatures each role needs; above 1, --keys must hold that many keys per role
+        /// (ROLE.pem, ROLE-*.pem)
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        threshold: u64,
+    },
+    /// Publish a catalog as the repository's new signed release
+    Publish {
+        /// A catalog source tree (folders with update.json), built first, or a built catalog
+        /// (a directory with catalog.json)
+        source: PathBuf,
+        /// The repository directory
+        #[arg(long, value_name = "DIR")]
+        repo: PathBuf,
+        /// The keys directory
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// Create the repository first if it does not exist (as `wua catalog init`)
+        #[arg(long)]
+        init: bool,
+        #[command(flatten)]
+        root: crate::publish::RootExpiryArgs,
+        #[command(flatten)]
+        expiry: crate::publish::ExpiryArgs,
+    },
+    /// Add or replace (same update id) updates in the published catalog, and publish it
+    Add {
+        /// The repository directory
+        repo: PathBuf,
+        /// The keys directory
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// Update source folders, each with update.json and payload/
+        #[arg(required = true, value_name = "UPDATE_DIR")]
+        updates: Vec<PathBuf>,
+        #[command(flatten)]
+        expiry: crate::publish::ExpiryArgs,
+    },
+    /// Re-sign the published release with fresh expiry dates (run it before they pass)
+    Sign {
+        /// The repository directory
+        repo: PathBuf,
+        /// The keys directory
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        #[command(flatten)]
+        expiry: crate::publish::ExpiryArgs,
+    },
+    /// Write a new root version: rotate to the keys in --new-keys, or renew the root's expiry
+    Rotate {
+        /// The repository directory
+        repo: PathBuf,
+        /// The current keys directory (its root keys sign the new root)
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// The keys the new root lists [default: --keys, to renew the root's expiry]
+        #[arg(long, value_name = "DIR")]
+        new_keys: Option<PathBuf>,
+        #[command(flatten)]
+        root: crate::publish::RootExpiryArgs,
+        /// Signatures each role needs in the new root
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        threshold: u64,
+        #[command(flatten)]
+        expiry: crate::publish::ExpiryArgs,
+    },
+    /// Write a repository into one .tar file, for machines that cannot reach it
+    /// (`wua service add NAME FILE --bundle`)
+    Export {
+        /// The repository directory
+        repo: PathBuf,
+        /// The bundle to write
+        out: PathBuf,
     },
 }

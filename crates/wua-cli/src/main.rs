@@ -18,14 +18,17 @@ macro_rules! tell {
 }
 
 mod cli;
+mod download;
 mod filter;
 mod logging;
 mod manage;
 mod paths;
+mod publish;
 mod report;
 mod run;
 mod search;
 mod select;
+mod services;
 
 use std::process::ExitCode;
 
@@ -78,6 +81,10 @@ impl Exit {
             WU_E_NO_UPDATE,
             WU_E_EXCLUSIVE_INSTALL_CONFLICT,
             WU_E_EULAS_DECLINED,
+            E_INVALIDARG,
+            WU_E_DUPLICATE_ITEM,
+            WU_E_UNKNOWN_SERVICE,
+            WU_E_NO_SERVICE,
         ]
         .contains(&h)
         {
@@ -100,12 +107,33 @@ impl std::fmt::Display for BadInput {
     }
 }
 
-/// Opens the agent the global options describe.
+/// Opens the agent the global options describe (for the demo, with its example service).
 pub fn open_session(global: &GlobalArgs, access: paths::Access) -> Result<UpdateSession> {
-    let config = paths::resolve(global, access)?;
+    let (config, demo) = paths::resolve(global, access)?;
     let mut session = UpdateSession::open(config)?;
     session.set_client_application_id(global.client_id.clone());
+    if demo {
+        paths::prepare_demo(&session)?;
+    }
     Ok(session)
+}
+
+/// Opens the agent and reads its catalog: the selected service's signed metadata is refreshed
+/// and verified first, unless `--offline` (then its newest verified metadata is checked again).
+pub fn open_session_online(global: &GlobalArgs, access: paths::Access) -> Result<UpdateSession> {
+    let session = open_session(global, access)?;
+    if !global.offline {
+        session.refresh(None)?;
+    }
+    Ok(session)
+}
+
+/// A searcher that reads the catalog the session already refreshed (or, `--offline`, the
+/// newest verified one): the CLI contacts a service once per command.
+pub fn searcher(session: &UpdateSession) -> wua::UpdateSearcher {
+    let mut searcher = session.create_update_searcher();
+    searcher.set_online(false);
+    searcher
 }
 
 fn main() -> ExitCode {
@@ -155,6 +183,8 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Command::AcceptEula(args) => {
             manage::manage(global, &args.selection, manage::Action::AcceptEula)
         }
+        Command::Download(args) => download::download(global, args),
+        Command::Service(command) => services::service(global, command),
         Command::Install(args) => run::install(global, args),
         Command::Uninstall(args) => run::uninstall(global, args),
         Command::History(args) => report::history(global, args),
@@ -193,6 +223,33 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             );
             Ok(Exit::Success)
         }
+        Command::Catalog(CatalogCommand::Export { repo, out }) => {
+            let files = wua::repository::bundle::export(repo, out)?;
+            if global.json {
+                report::print_json(&serde_json::json!({
+                    "schema_version": report::SCHEMA_VERSION,
+                    "repository": repo,
+                    "bundle": out,
+                    "files": files,
+                }));
+            } else if !global.quiet {
+                say!(
+                    "Exported {} ({files} files) to {}; register it offline with `wua service add NAME {} --bundle --trusted-root ROOT.json`",
+                    repo.display(),
+                    out.display(),
+                    out.display()
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Command::Catalog(
+            command @ (CatalogCommand::Keygen { .. }
+            | CatalogCommand::Init { .. }
+            | CatalogCommand::Publish { .. }
+            | CatalogCommand::Add { .. }
+            | CatalogCommand::Sign { .. }
+            | CatalogCommand::Rotate { .. }),
+        ) => publish::run(global, command),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "wua", &mut std::io::stdout());
             Ok(Exit::Success)

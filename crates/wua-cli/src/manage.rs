@@ -111,7 +111,7 @@ fn when(t: &jiff::Timestamp) -> String {
 }
 
 pub fn manage(global: &GlobalArgs, selection: &Selection, action: Action) -> Result<Exit> {
-    let session = crate::open_session(global, crate::paths::Access::Read)?;
+    let session = crate::open_session_online(global, crate::paths::Access::Read)?;
     let (default_criteria, include_superseded, verb) = match action {
         Action::Hide => (select::DEFAULT_CRITERIA, false, "hide"),
         // Hidden updates may be superseded by others: find them all (DIGEST §5.3, IsHidden).

@@ -1,9 +1,16 @@
-//! Where the agent's files go by default, and the bundled example catalog.
+//! Where the agent's files go by default, and the bundled example repository.
 //!
-//! * With no `--catalog`, wua uses the example catalog built into the binary, written out to
-//!   the user's cache directory, and installs into a demo root: it never touches system paths.
-//! * root: state in `/var/lib/wua`, target root `/` (for a catalog of its own).
-//! * a normal user: XDG directories; with a real catalog, installing and uninstalling need
+//! * Updates come from the registered services (signed repositories), or from an unsigned
+//!   catalog directory given with `--catalog`.
+//! * The demo: with no `--catalog` and while the default state directory does not exist (or,
+//!   with `--state-dir` and `--root`, while the given state directory is new or has only the
+//!   example service), wua uses the signed example repository built into the binary (written
+//!   out to the user's cache directory and registered as the service `example` of the demo
+//!   state), and installs into the demo root: it never touches system paths. Registering a
+//!   service of your own (`wua service add`) creates the default state directory and so ends
+//!   the demo for good.
+//! * root: state in `/var/lib/wua`, target root `/`.
+//! * a normal user: XDG directories; installing and uninstalling outside the demo need
 //!   `--root` (reading commands use `/` and never write it).
 
 use std::path::{Path, PathBuf};
@@ -15,8 +22,14 @@ use wua::AgentConfig;
 use crate::BadInput;
 use crate::cli::GlobalArgs;
 
-/// The example catalog (`examples/catalog`), built into the binary.
-static EXAMPLE_CATALOG: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../examples/catalog");
+/// The signed example repository (`examples/repository`), built into the binary.
+static EXAMPLE_REPOSITORY: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../examples/repository");
+
+/// The root of trust of the example repository, as its publisher handed it out.
+const EXAMPLE_ROOT: &str = "metadata/1.root.json";
+
+/// The name the demo registers the example repository under.
+pub const EXAMPLE_SERVICE: &str = "example";
 
 fn is_root() -> bool {
     wua::session::current_uid() == 0
@@ -45,12 +58,39 @@ fn demo_base() -> Result<PathBuf> {
     }
 }
 
-fn example_catalog_dir() -> Result<PathBuf> {
+fn example_repository_dir() -> Result<PathBuf> {
     if is_root() {
-        Ok(PathBuf::from("/var/cache/wua/example-catalog"))
+        Ok(PathBuf::from("/var/cache/wua/example-repository"))
     } else {
-        Ok(xdg("XDG_CACHE_HOME", ".cache")?.join("wua/example-catalog"))
+        Ok(xdg("XDG_CACHE_HOME", ".cache")?.join("wua/example-repository"))
     }
+}
+
+/// The default state directory outside the demo.
+fn default_state_dir() -> Result<PathBuf> {
+    if is_root() {
+        Ok(PathBuf::from("/var/lib/wua"))
+    } else {
+        Ok(xdg("XDG_STATE_HOME", ".local/state")?.join("wua"))
+    }
+}
+
+/// Whether a state directory is (or can become) the demo's: it does not exist yet, or its only
+/// services are the bundled example. Read without creating anything; an unreadable database
+/// is not the demo. A state directory used for anything else — even one whose services were
+/// all removed — never turns into the demo.
+fn is_demo_state(state_dir: &Path) -> Result<bool> {
+    let db = state_dir.join(wua::store::DB_FILE);
+    if !db.exists() {
+        return Ok(true);
+    }
+    let example = example_repository_dir()?;
+    Ok(wua::store::Store::peek_services(&db).is_ok_and(|services| {
+        !services.is_empty()
+            && services
+                .iter()
+                .all(|(name, location)| name == EXAMPLE_SERVICE && Path::new(location) == example)
+    }))
 }
 
 /// What a command does with the target root.
@@ -60,18 +100,44 @@ pub enum Access {
     Read,
     /// Installs or uninstalls.
     Write,
+    /// Registers a service: never the demo (registering one ends it).
+    Configure,
 }
 
-/// The agent configuration from the global options and the defaults above.
-pub fn resolve(global: &GlobalArgs, access: Access) -> Result<AgentConfig> {
-    let (catalog, example) = match &global.catalog {
-        Some(dir) => (dir.clone(), false),
-        None => (materialize_example_catalog()?, true),
-    };
+/// The agent configuration from the global options and the defaults above, and whether it is
+/// the demo (whose example service [`prepare_demo`] registers).
+pub fn resolve(global: &GlobalArgs, access: Access) -> Result<(AgentConfig, bool)> {
+    if let Some(dir) = &global.catalog
+        && dir.join(wua::repository::METADATA_DIR).is_dir()
+        && !dir.join(wua::catalog::CATALOG_FILE).exists()
+    {
+        return Err(BadInput(format!(
+            "{} is a signed repository, not a catalog directory: register it with `wua service add NAME {} --trusted-root ROOT.json` (the root.json its publisher gave you)",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    // The demo: no catalog directory, and a state directory (given, or else the default one)
+    // that is new or has no service but the bundled example. Its root is the demo root, so the
+    // example is never installed into `/` by default.
+    let example = global.catalog.is_none()
+        && access != Access::Configure
+        && match &global.state_dir {
+            Some(dir) => is_demo_state(dir)?,
+            None => is_demo_state(&default_state_dir()?)?,
+        };
+    if example && global.state_dir.is_some() && global.root.is_none() {
+        // Two state directories must never manage one root: the demo root has its own.
+        return Err(BadInput(
+            "the demo (the bundled example repository) with --state-dir needs --root too, so that this state directory has a root of its own".to_string(),
+        )
+        .into());
+    }
     let root = match (&global.root, example) {
         (Some(root), _) => root.clone(),
         (None, true) => demo_base()?.join("root"),
-        (None, false) if is_root() || access == Access::Read => PathBuf::from("/"),
+        (None, false) if is_root() || access != Access::Write => PathBuf::from("/"),
         (None, false) => {
             return Err(BadInput(
                 "no target root: a normal user cannot install into /; pass --root DIR (or set WUA_ROOT)"
@@ -83,22 +149,39 @@ pub fn resolve(global: &GlobalArgs, access: Access) -> Result<AgentConfig> {
     let state_dir = match (&global.state_dir, example) {
         (Some(dir), _) => dir.clone(),
         (None, true) => demo_base()?.join("state"),
-        (None, false) if is_root() => PathBuf::from("/var/lib/wua"),
-        (None, false) => xdg("XDG_STATE_HOME", ".local/state")?.join("wua"),
+        (None, false) => default_state_dir()?,
     };
-    let mut config = AgentConfig::new(root, state_dir, catalog);
+    let mut config = AgentConfig::with_services(root, state_dir);
+    config.catalog_dir = global.catalog.clone();
     config.boot_id_file = global.boot_id_file.clone();
     config.unsafe_io = global.unsafe_io;
-    Ok(config)
+    config.service = global.service.clone();
+    if let Some(seconds) = global.stall_timeout {
+        config.network.stall_timeout = std::time::Duration::from_secs(seconds.max(1));
+    }
+    Ok((config, example))
 }
 
-/// Writes the bundled example catalog to the cache directory (only what is missing or
-/// different) and returns its path.
-pub fn materialize_example_catalog() -> Result<PathBuf> {
-    let dir = example_catalog_dir()?;
-    write_tree(&EXAMPLE_CATALOG, &dir)
-        .with_context(|| format!("cannot write the example catalog to {}", dir.display()))?;
-    Ok(dir)
+/// Registers the bundled example repository as the demo's service `example`, written to the
+/// cache directory first (only what is missing or different), unless it is registered.
+pub fn prepare_demo(session: &wua::UpdateSession) -> Result<()> {
+    let dir = example_repository_dir()?;
+    write_tree(&EXAMPLE_REPOSITORY, &dir)
+        .with_context(|| format!("cannot write the example repository to {}", dir.display()))?;
+    let manager = session.create_update_service_manager();
+    if manager
+        .services()?
+        .iter()
+        .any(|s| s.name == EXAMPLE_SERVICE)
+    {
+        return Ok(());
+    }
+    manager.add_service(
+        EXAMPLE_SERVICE,
+        wua::service::ServiceSource::Directory(dir.clone()),
+        &dir.join(EXAMPLE_ROOT),
+    )?;
+    Ok(())
 }
 
 fn write_tree(tree: &Dir<'_>, base: &Path) -> Result<()> {

@@ -13,12 +13,28 @@ use crate::cli::{GlobalArgs, HistoryArgs, ListArgs};
 /// may be added within a version.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Where a catalog is read from, for reports: a catalog directory's path, or the service's
+/// name and location.
+pub fn location(catalog: &wua::Catalog) -> String {
+    match catalog.origin() {
+        Some(origin) => format!("service {}: {}", origin.service.name, origin.service.source),
+        None => catalog.dir().display().to_string(),
+    }
+}
+
 /// An HRESULT in JSON: its hexadecimal value, name and meaning.
 #[derive(Serialize)]
 pub struct HResultJson {
     value: String,
     name: Option<&'static str>,
     message: Option<&'static str>,
+}
+
+impl HResultJson {
+    /// Whether this is `h`.
+    pub fn is(&self, h: HResult) -> bool {
+        self.value == format!("0x{:08X}", h.as_u32())
+    }
 }
 
 impl From<HResult> for HResultJson {
@@ -135,13 +151,13 @@ struct ListReport {
 }
 
 pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
-    let session = crate::open_session(global, crate::paths::Access::Read)?;
-    let relations = crate::search::Relations::of(&session);
+    let session = crate::open_session_online(global, crate::paths::Access::Read)?;
+    let catalog = session.catalog()?;
+    let relations = crate::search::Relations::of(&catalog);
     let mut updates: Vec<_> = session.catalog_updates()?.iter().cloned().collect();
     // Installed updates the catalog no longer has, or has in another revision, are listed too.
     for installed in session.installed_updates()?.iter() {
-        let in_catalog = session
-            .catalog()
+        let in_catalog = catalog
             .find(installed.identity().update_id)
             .map(|d| d.identity);
         if in_catalog != Some(installed.identity()) {
@@ -173,8 +189,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
             impact: u.installation_behavior().impact,
             reboot_behavior: u.installation_behavior().reboot_behavior,
             reboot_required: u.reboot_required(),
-            in_catalog: session
-                .catalog()
+            in_catalog: catalog
                 .find(u.identity().update_id)
                 .is_some_and(|d| d.identity == u.identity()),
             is_installable: u.is_installable(),
@@ -199,7 +214,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
     if global.json {
         print_json(&ListReport {
             schema_version: SCHEMA_VERSION,
-            catalog: session.catalog().dir().display().to_string(),
+            catalog: location(&catalog),
             root: session.config().root.display().to_string(),
             updates: listed,
         });
@@ -210,8 +225,8 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
     }
     println!(
         "Catalog: {} ({})\nRoot:    {}",
-        session.catalog().name(),
-        session.catalog().dir().display(),
+        catalog.name(),
+        location(&catalog),
         session.config().root.display()
     );
     if listed.is_empty() {
@@ -225,7 +240,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
             let title_of = |id: &str| {
                 uuid::Uuid::parse_str(id)
                     .ok()
-                    .and_then(|id| session.catalog().find(id))
+                    .and_then(|id| catalog.find(id))
                     .map_or_else(|| id.to_string(), |d| format!("\"{}\"", d.title))
             };
             if !u.is_installed && !u.is_installable {
@@ -262,7 +277,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<Exit> {
                 notes.push("permanent".to_string());
             }
             if !u.is_downloaded && u.in_catalog {
-                notes.push("payload missing".to_string());
+                notes.push("not downloaded".to_string());
             }
             if !u.in_catalog {
                 notes.push("this revision not in catalog".to_string());
@@ -300,6 +315,8 @@ struct HistoryRow {
     title: String,
     description: String,
     client_application_id: String,
+    server_selection: i32,
+    service_id: String,
     support_url: String,
     uninstallation_notes: String,
     uninstallation_steps: Vec<String>,
@@ -331,6 +348,8 @@ pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
             title: e.title,
             description: e.description,
             client_application_id: e.client_application_id,
+            server_selection: e.server_selection,
+            service_id: e.service_id,
             support_url: e.support_url,
             uninstallation_notes: e.uninstallation_notes,
             uninstallation_steps: e.uninstallation_steps,
@@ -397,6 +416,15 @@ struct StatusReport {
 
 pub fn status(global: &GlobalArgs) -> Result<Exit> {
     let session = crate::open_session(global, crate::paths::Access::Read)?;
+    // Status works without a readable catalog (expired metadata): it says so instead.
+    let catalog = match session.catalog() {
+        Ok(catalog) => catalog,
+        Err(e) => std::sync::Arc::new(wua::Catalog::empty(
+            format!("unavailable: {e}"),
+            std::path::PathBuf::new(),
+            None,
+        )),
+    };
     let installer = session.create_update_installer();
     let report = StatusReport {
         schema_version: SCHEMA_VERSION,
@@ -407,7 +435,7 @@ pub fn status(global: &GlobalArgs) -> Result<Exit> {
         history_entries: session.get_total_history_count()?,
         root: session.config().root.display().to_string(),
         state_dir: session.config().state_dir.display().to_string(),
-        catalog: session.catalog().dir().display().to_string(),
+        catalog: location(&catalog),
         boot_id: session.store().boot_id().to_string(),
     };
     if global.json {

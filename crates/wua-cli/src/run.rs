@@ -31,12 +31,19 @@ struct Batch {
 static CURRENT_JOB: Mutex<Option<InstallationJob<Batch>>> = Mutex::new(None);
 static ABORT_REQUESTED: AtomicBool = AtomicBool::new(false);
 
-fn install_ctrlc_handler() {
+/// Whether Ctrl-C (or SIGTERM/SIGHUP) was pressed.
+pub fn abort_requested() -> bool {
+    ABORT_REQUESTED.load(Ordering::SeqCst)
+}
+
+pub fn install_ctrlc_handler() {
     let _ = ctrlc::set_handler(|| {
         if ABORT_REQUESTED.swap(true, Ordering::SeqCst) {
-            tell!("wua: abort already requested; waiting for the current update to roll back");
+            tell!("wua: abort already requested; waiting for wua to stop");
         } else {
-            tell!("wua: abort requested; rolling back the current update…");
+            tell!(
+                "wua: abort requested; stopping (an update being installed is rolled back, a download is kept to resume)…"
+            );
         }
         if let Some(job) = CURRENT_JOB
             .lock()
@@ -45,6 +52,7 @@ fn install_ctrlc_handler() {
         {
             job.request_abort();
         }
+        crate::download::abort_current();
     });
 }
 
@@ -66,6 +74,9 @@ struct UpdateOutcome {
     result_code: OperationResultCode,
     hresult: HResultJson,
     reboot_required: bool,
+    /// Install only: the code of this update's failed download, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download_hresult: Option<HResultJson>,
 }
 
 #[derive(Serialize)]
@@ -87,7 +98,7 @@ struct RunReport {
 }
 
 pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
-    let session = crate::open_session(global, crate::paths::Access::Write)?;
+    let session = crate::open_session_online(global, crate::paths::Access::Write)?;
     // The candidates are what a search finds: by default WUA's default search (not installed,
     // not hidden, applicable, not superseded); with --force installed ones too, to reinstall.
     let default_criteria = if args.force {
@@ -142,6 +153,17 @@ pub fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<Exit> {
         }
         updates.push(update);
     }
+    // WUA's flow: download, then install. An update whose download failed stays in the job
+    // and fails there with WU_E_DM_NOTDOWNLOADED (DIGEST §10.6); its download's own code is
+    // reported beside it (`download_hresult`).
+    crate::download::fetch(&session, global, &updates, false)?;
+    if abort_requested() {
+        // Nothing was installed; the partial downloads stay for the next run.
+        if !global.json && !global.quiet {
+            tell!("wua: aborted while downloading; nothing was installed");
+        }
+        return Ok(Exit::Aborted);
+    }
     run(
         &session,
         global,
@@ -188,7 +210,7 @@ pub fn uninstall(global: &GlobalArgs, args: &UninstallArgs) -> Result<Exit> {
 
 /// What the selection itself left out: named updates a filter rejected, and parts of a bundle
 /// that is selected too.
-fn left_out(choice: &select::Choice) -> Vec<Skipped> {
+pub fn left_out(choice: &select::Choice) -> Vec<Skipped> {
     let mut skipped: Vec<Skipped> = choice
         .filtered_out
         .iter()
@@ -209,8 +231,7 @@ fn left_out(choice: &select::Choice) -> Vec<Skipped> {
 /// The updates WUA's default search finds now: after an install, those it finds that it did not
 /// find before have become applicable (an installed prerequisite, typically).
 fn applicable_now(session: &UpdateSession) -> Result<Vec<Arc<Update>>> {
-    Ok(session
-        .create_update_searcher()
+    Ok(crate::searcher(session)
         .search(select::DEFAULT_CRITERIA)?
         .updates
         .iter()
@@ -407,6 +428,7 @@ fn run(
                     result_code: r.result_code,
                     hresult: r.hresult.into(),
                     reboot_required: r.reboot_required,
+                    download_hresult: crate::download::failure_of(u).map(Into::into),
                 })
                 .collect(),
             skipped,
@@ -427,7 +449,8 @@ fn run(
         print_summary(&outcomes, &overall, verb);
         if !became_applicable.is_empty() {
             // Definitions suffice to tell whether a KB number is unique.
-            let all = session.catalog().updates();
+            let catalog = session.catalog()?;
+            let all = catalog.updates();
             let (noun, verb_s) = if became_applicable.len() == 1 {
                 ("update applies", "it")
             } else {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::Serialize;
 use uuid::Uuid;
-use wua::{OperationResultCode, Update, UpdateSession, Verdict};
+use wua::{OperationResultCode, Update, Verdict};
 
 use crate::Exit;
 use crate::cli::{GlobalArgs, SearchArgs};
@@ -22,10 +22,10 @@ pub struct Relations {
 }
 
 impl Relations {
-    pub fn of(session: &UpdateSession) -> Relations {
+    pub fn of(catalog: &wua::Catalog) -> Relations {
         let mut superseded_by: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
         let mut bundled_in = HashMap::new();
-        for def in session.catalog().updates() {
+        for def in catalog.updates() {
             let me = (def.identity.update_id, def.title.clone());
             for old in &def.superseded_update_ids {
                 superseded_by.entry(*old).or_default().push(me.clone());
@@ -378,18 +378,18 @@ fn first_kb(u: &Update) -> String {
 }
 
 pub fn search(global: &GlobalArgs, args: &SearchArgs) -> Result<Exit> {
-    let session = crate::open_session(global, crate::paths::Access::Read)?;
+    let session = crate::open_session_online(global, crate::paths::Access::Read)?;
     let filters = Filters::compile(&args.filters)?;
     let criteria_text = args.criteria.as_deref().unwrap_or("");
     let canonical = wua::search::criteria::parse(criteria_text)?.to_string();
-    let mut searcher = session.create_update_searcher();
+    let mut searcher = crate::searcher(&session);
     searcher.set_include_potentially_superseded_updates(args.include_superseded);
     let (result, explanations) = if args.explain {
         searcher.explain(criteria_text)?
     } else {
         (searcher.search(criteria_text)?, Vec::new())
     };
-    let relations = Relations::of(&session);
+    let relations = Relations::of(&*session.catalog()?);
     let notes = filters.unknown_categories(&result.root_categories);
 
     let mut kept: Vec<Arc<Update>> = Vec::new();
@@ -423,7 +423,7 @@ pub fn search(global: &GlobalArgs, args: &SearchArgs) -> Result<Exit> {
     if global.json {
         report::print_json(&SearchReport {
             schema_version: report::SCHEMA_VERSION,
-            catalog: session.catalog().dir().display().to_string(),
+            catalog: report::location(&*session.catalog()?),
             root: session.config().root.display().to_string(),
             criteria: canonical,
             include_superseded: args.include_superseded,

@@ -69,7 +69,19 @@ pub fn choose(
 ) -> Result<Choice> {
     let filters = Filters::compile(&selection.filters)?;
     let mut known = Vec::new();
-    for def in session.catalog().updates() {
+    // Uninstalling works without the catalog (its metadata may have expired).
+    let catalog = match pool {
+        Pool::Catalog { .. } => session.catalog()?,
+        Pool::Installed => match session.catalog() {
+            Ok(catalog) => catalog,
+            Err(_) => std::sync::Arc::new(wua::Catalog::empty(
+                "catalog unavailable",
+                std::path::PathBuf::new(),
+                None,
+            )),
+        },
+    };
+    for def in catalog.updates() {
         for c in &def.categories {
             if !known.iter().any(|k: &wua::Category| k.id == c.id) {
                 known.push(c.clone());
@@ -101,7 +113,7 @@ pub fn choose(
                 default_criteria,
                 include_superseded,
             } => {
-                let mut searcher = session.create_update_searcher();
+                let mut searcher = crate::searcher(session);
                 searcher.set_include_potentially_superseded_updates(
                     include_superseded || selection.include_superseded,
                 );
@@ -115,7 +127,7 @@ pub fn choose(
                 match &selection.criteria {
                     None => installed.iter().cloned().collect(),
                     Some(criteria) => {
-                        let mut searcher = session.create_update_searcher();
+                        let mut searcher = crate::searcher(session);
                         searcher.set_include_potentially_superseded_updates(true);
                         let result = searcher.search(criteria)?;
                         warnings = result.warnings;

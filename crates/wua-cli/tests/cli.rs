@@ -508,7 +508,8 @@ fn example_catalog_is_up_to_date_and_verifies() {
 
 #[test]
 fn the_bundled_catalog_is_the_default() {
-    // No --catalog: the embedded example catalog is written to the cache directory.
+    // No --catalog and no service: the embedded example repository is written to the cache
+    // directory and registered as the demo's service.
     let agent = Agent::new(example_catalog());
     let cache = agent.dir.path().join("cache");
     let out = Command::cargo_bin("wua")
@@ -526,7 +527,11 @@ fn the_bundled_catalog_is_the_default() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["updates"].as_array().unwrap().len(), 13);
     if wua::session::current_uid() != 0 {
-        assert!(cache.join("wua/example-catalog/catalog.json").is_file());
+        assert!(
+            cache
+                .join("wua/example-repository/metadata/1.root.json")
+                .is_file()
+        );
     }
 }
 

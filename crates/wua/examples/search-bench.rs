@@ -747,6 +747,7 @@ impl Generator {
             auto_select_on_web_sites: None,
             applicability: Applicability::default(),
             bundled_updates: Vec::new(),
+            allow_setid: false,
             payload,
             handler,
         }
@@ -1593,7 +1594,7 @@ fn run(args: &Args) -> wua::Result<()> {
             rss_mib()
         ));
         let searcher = session.create_update_searcher();
-        let catalog = session.catalog();
+        let catalog = session.catalog()?;
         // The id searched for is one the default search returns (the middle one), so the
         // search finds it rather than nothing.
         let default_result = searcher.search("")?;
@@ -1845,7 +1846,8 @@ fn phases(layout: &Layout, runs: usize) -> wua::Result<Vec<(String, Duration, St
             "a new `Machine` and one `package` rule: parses `var/lib/dpkg/status` once",
         );
     }
-    let definitions = session.catalog().updates();
+    let catalog = session.catalog()?;
+    let definitions = catalog.updates();
     for (name, pick) in [("is_installed", 0usize), ("is_installable", 1usize)] {
         let count = definitions
             .iter()

@@ -138,6 +138,12 @@ pub struct UpdateDefinition {
     /// update of the same catalog that bundles nothing itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bundled_updates: Vec<Uuid>,
+    /// Setuid and setgid bits are allowed (v2): on payload entries, and for the `command`
+    /// handler on the files its install command writes under `$DESTDIR`. They are kept as they
+    /// are. Without it (the default) such an entry or file fails the update with
+    /// `WU_E_UH_INVALIDMETADATA`. Written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_setid: bool,
     /// The payload archive.
     pub payload: PayloadRef,
     /// How the payload is installed.
@@ -293,9 +299,24 @@ pub enum ExitAction {
 #[derive(Clone, Debug)]
 pub struct Catalog {
     dir: PathBuf,
+    /// Where this catalog's payload files are: `<dir>/payloads` for a catalog directory, the
+    /// agent's verified download cache for a service's catalog.
+    payload_dir: PathBuf,
+    /// The signed service this catalog came from; `None` for a catalog directory.
+    origin: Option<Arc<CatalogOrigin>>,
     file: CatalogFile,
     index: HashMap<Uuid, usize>,
     relations: std::sync::OnceLock<Relations>,
+}
+
+/// Where a signed catalog came from: its service and the service's trusted targets metadata,
+/// which payload downloads are checked against.
+#[derive(Debug)]
+pub struct CatalogOrigin {
+    /// The service.
+    pub service: crate::service::UpdateService,
+    /// The verified targets of the metadata this catalog was read with.
+    pub targets: Arc<crate::repository::client::TrustedTargets>,
 }
 
 /// How the catalog's updates relate, by position in [`Catalog::updates`]: computed once, as
@@ -336,6 +357,56 @@ impl Catalog {
         Ok(Catalog::from_parts(dir, file))
     }
 
+    /// Reads the verified `catalog.json` of a signed service (`path`, already checked against
+    /// the service's trusted targets metadata), whose payloads are fetched into `payload_dir`.
+    pub fn open_signed(
+        path: &Path,
+        payload_dir: PathBuf,
+        origin: CatalogOrigin,
+    ) -> Result<Catalog> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::io("cannot read catalog", path, e).with_hresult(WU_E_INVALID_FILE)
+        })?;
+        let file = parse_catalog(path, &bytes)?;
+        let mut catalog =
+            Catalog::from_parts(path.parent().unwrap_or(Path::new("/")).to_path_buf(), file);
+        catalog.payload_dir = payload_dir;
+        catalog.origin = Some(Arc::new(origin));
+        Ok(catalog)
+    }
+
+    /// An empty catalog: what a service that was never refreshed offers.
+    pub fn empty(
+        name: impl Into<String>,
+        payload_dir: PathBuf,
+        origin: Option<CatalogOrigin>,
+    ) -> Catalog {
+        let mut catalog = Catalog::from_parts(
+            payload_dir.clone(),
+            CatalogFile {
+                format: FORMAT_MARKER.to_string(),
+                format_version: FORMAT_VERSION,
+                name: name.into(),
+                updates: Vec::new(),
+            },
+        );
+        catalog.payload_dir = payload_dir;
+        catalog.origin = origin.map(Arc::new);
+        catalog
+    }
+
+    /// Sets the directory reported by [`Self::dir`] (an empty catalog names where it would
+    /// come from).
+    pub(crate) fn set_dir(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
+    /// The signed service this catalog came from, with its trusted targets; `None` for a
+    /// catalog directory (unsigned, read as it is).
+    pub fn origin(&self) -> Option<&Arc<CatalogOrigin>> {
+        self.origin.as_ref()
+    }
+
     fn from_parts(dir: PathBuf, file: CatalogFile) -> Catalog {
         let index = file
             .updates
@@ -344,6 +415,8 @@ impl Catalog {
             .map(|(i, u)| (u.identity.update_id, i))
             .collect();
         Catalog {
+            payload_dir: dir.join(PAYLOAD_DIR),
+            origin: None,
             dir,
             file,
             index,
@@ -408,7 +481,12 @@ impl Catalog {
 
     /// Where the payload file lives in this catalog.
     pub fn payload_path(&self, payload: &PayloadRef) -> PathBuf {
-        payload_path(&self.dir, &payload.sha256)
+        self.payload_dir.join(format!("{}.tar.zst", payload.sha256))
+    }
+
+    /// Where this catalog's payload files are (see [`Self::payload_path`]).
+    pub fn payload_dir(&self) -> &Path {
+        &self.payload_dir
     }
 
     /// True when the payload is present with its declared size (`IsDownloaded`).
@@ -420,16 +498,42 @@ impl Catalog {
 
     /// Checks a payload completely: size and SHA-256, then every archive entry as an install
     /// would ([`walk_payload`]), without writing anything. Used by `wua catalog verify`.
+    ///
+    /// Setuid and setgid entries pass only if [`Self::setid_allowed`] says so for this payload.
     pub fn check_payload(&self, payload: &PayloadRef) -> Result<()> {
         let file = self.open_verified_payload(payload)?;
-        walk_payload(file, payload, |entry, data| {
+        // Whether setid entries are allowed is looked up only when the archive has one (the
+        // look-up scans the catalog; `wua catalog verify` checks every payload).
+        let mut first_setid = None;
+        walk_payload(file, payload, true, |entry, data| {
+            if first_setid.is_none() && entry.mode & SETID_BITS != 0 {
+                first_setid = Some((entry.path.clone(), entry.mode));
+            }
             let read = io::copy(&mut data.take(entry.size), &mut io::sink())
                 .map_err(|e| invalid_payload(&entry.path, format!("unreadable: {e}")))?;
             if read != entry.size {
                 return Err(invalid_payload(&entry.path, "the archive is truncated"));
             }
             Ok(())
-        })
+        })?;
+        match first_setid {
+            Some((path, mode)) if !self.setid_allowed(payload) => Err(setid_refused(&path, mode)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this payload's entries may keep setuid and setgid bits: every update of this
+    /// catalog that uses the payload (by digest) sets `allow_setid`, and at least one does.
+    /// (Updates with identical content share one payload file; when they disagree, the stricter
+    /// rule wins.)
+    pub fn setid_allowed(&self, payload: &PayloadRef) -> bool {
+        let mut users = self
+            .file
+            .updates
+            .iter()
+            .filter(|u| u.payload.sha256 == payload.sha256)
+            .peekable();
+        users.peek().is_some() && users.all(|u| u.allow_setid)
     }
 
     /// Opens the payload after checking its size and SHA-256.
@@ -454,11 +558,19 @@ impl Catalog {
             Ok(f) => Ok(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::code(
                 WU_E_DM_NOTDOWNLOADED,
-                format!(
-                    "payload {} is not in the catalog at {}; rebuild or re-download the catalog",
-                    payload.sha256,
-                    path.display()
-                ),
+                match &self.origin {
+                    Some(origin) => format!(
+                        "payload {} has not been downloaded from the service {} ({} is missing); download it first (`wua download`, or UpdateDownloader)",
+                        payload.sha256,
+                        origin.service.name,
+                        path.display()
+                    ),
+                    None => format!(
+                        "payload {} is not in the catalog at {}; rebuild or re-download the catalog",
+                        payload.sha256,
+                        path.display()
+                    ),
+                },
             )),
             Err(e) => Err(Error::io("cannot open payload", &path, e)),
         }
@@ -687,6 +799,8 @@ fn version_2_field(update: &UpdateDefinition) -> Option<&'static str> {
         Some("applicability")
     } else if !update.bundled_updates.is_empty() {
         Some("bundled_updates")
+    } else if update.allow_setid {
+        Some("allow_setid")
     } else {
         None
     }
@@ -886,8 +1000,52 @@ fn validate_definition(update: &UpdateDefinition) -> std::result::Result<(), Str
     Ok(())
 }
 
-/// Permission bits an installed object may carry: setuid and setgid are dropped.
+/// Permission bits an installed object keeps when its update does not set `allow_setid`: the
+/// permission bits and the sticky bit. Payload entries with setuid or setgid are then refused
+/// ([`walk_payload`]), and so are files a `command` handler's install command writes with them.
 pub(crate) const MODE_MASK: u32 = 0o1777;
+/// The setuid and setgid bits, kept only when the update sets `allow_setid`.
+pub(crate) const SETID_BITS: u32 = 0o6000;
+
+/// The bits of a mode an installed object keeps: [`MODE_MASK`], plus setuid and setgid when
+/// the update allows them.
+pub(crate) fn mode_mask(allow_setid: bool) -> u32 {
+    if allow_setid {
+        MODE_MASK | SETID_BITS
+    } else {
+        MODE_MASK
+    }
+}
+
+/// Which of setuid and setgid `mode` has, in words.
+pub(crate) fn setid_bits_named(mode: u32) -> &'static str {
+    match (mode & 0o4000 != 0, mode & 0o2000 != 0) {
+        (true, true) => "setuid and setgid bits",
+        (true, false) => "setuid bit",
+        _ => "setgid bit",
+    }
+}
+
+/// The error for a payload entry with setuid or setgid that its update does not allow
+/// (`WU_E_UH_INVALIDMETADATA`).
+pub(crate) fn setid_refused(path: &Path, mode: u32) -> Error {
+    invalid_payload(
+        path,
+        format!(
+            "mode {:04o} has the {}, which the update's metadata does not allow (\"allow_setid\")",
+            mode & 0o7777,
+            setid_bits_named(mode)
+        ),
+    )
+}
+
+/// Decompressed tar bytes a payload may hold besides its file data and what each entry is
+/// allowed ([`ENTRY_ALLOWANCE`]): the end-of-archive blocks and a few large extension headers.
+pub(crate) const ARCHIVE_SLACK: u64 = 1 << 20;
+/// Decompressed tar bytes allowed for each accepted entry besides its file data: its header,
+/// the padding of its data and two extension headers (GNU long name and long link, or pax),
+/// plus its path and link target rounded up to whole blocks.
+pub(crate) const ENTRY_ALLOWANCE: u64 = 2048;
 
 /// What a payload archive entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -896,7 +1054,7 @@ pub enum PayloadEntryKind {
     Dir,
     /// A regular file.
     File,
-    /// A symbolic link to this target.
+    /// A symbolic link to this target (relative; it stays inside the root).
     Symlink(PathBuf),
 }
 
@@ -907,7 +1065,8 @@ pub struct PayloadEntry {
     pub path: PathBuf,
     /// What it is.
     pub kind: PayloadEntryKind,
-    /// Its permission bits, setuid and setgid dropped.
+    /// Its permission bits and sticky bit; setuid and setgid too when the walk allows them
+    /// (refused otherwise). `0o777` for symlinks.
     pub mode: u32,
     /// Its size in bytes (files only; 0 otherwise).
     pub size: u64,
@@ -925,33 +1084,172 @@ pub(crate) fn invalid_payload(path: &Path, what: impl std::fmt::Display) -> Erro
 }
 
 /// Reads a payload archive (`.tar.zst`) and checks every entry before handing it to `visit`
-/// with its data: relative paths only (a leading `./` is fine, `..` and absolute paths are not),
-/// nothing below a symlink of the same archive, no path twice, nothing named `.wua-staging` at
-/// the top, only directories, regular files and symlinks (no hard links, devices or FIFOs),
-/// relative symlink targets that stay inside the root, and no more file bytes in all than the
-/// declared `installed_size`.
+/// with its data (docs/catalog-format.md §4):
+///
+/// * relative paths only (a leading `./` is fine, `..` and absolute paths are not), each path
+///   once, nothing named `.wua-staging` at the top;
+/// * nothing below a symlink or a file of the same archive, and no file or symlink where
+///   earlier entries need a directory;
+/// * only directories, regular files and symlinks: hard links, devices, FIFOs, sparse files,
+///   pax global headers and every other type are refused;
+/// * symlink targets relative, staying inside the root, also when followed through the
+///   archive's other symlinks (checked once the whole archive is read);
+/// * setuid and setgid only when `allow_setid` (the update's `allow_setid`); then kept;
+/// * no more file bytes in all than the declared `installed_size`, and no more decompressed
+///   tar than that plus `ENTRY_ALLOWANCE` per entry and `ARCHIVE_SLACK`, so that padding,
+///   headers or entries without content cannot make the walk run on.
+///
+/// Breaking a rule is `WU_E_UH_INVALIDMETADATA`, naming the entry and what is wrong.
 pub fn walk_payload(
     reader: impl Read,
     payload: &PayloadRef,
+    allow_setid: bool,
     visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let here = Path::new(&payload.sha256);
     let decoder = zstd::Decoder::new(reader)
         .map_err(|e| invalid_payload(here, format!("cannot decompress: {e}")))?;
-    walk_tar(decoder, payload, visit)
+    walk_tar(decoder, payload, allow_setid, visit)
+}
+
+/// How much decompressed tar the walk may still read; shared by the walk, which raises the
+/// limit for each accepted entry, and the reader, which stops at it.
+#[derive(Default)]
+struct Budget {
+    read: std::cell::Cell<u64>,
+    limit: std::cell::Cell<u64>,
+    exceeded: std::cell::Cell<bool>,
+    /// The raw path of the last entry handed out, for the message.
+    last_entry: std::cell::RefCell<Option<PathBuf>>,
+}
+
+impl Budget {
+    fn allow(&self, bytes: u64) {
+        self.limit.set(self.limit.get().saturating_add(bytes));
+    }
+}
+
+/// The decompressed tar stream, cut off where it goes beyond its [`Budget`].
+struct Budgeted<R> {
+    inner: R,
+    budget: std::rc::Rc<Budget>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let b = &self.budget;
+        let room = b.limit.get().saturating_sub(b.read.get());
+        if room == 0 {
+            // At the limit: fine if the stream ends here, refused if it goes on.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    b.exceeded.set(true);
+                    Err(io::Error::other(
+                        "the archive expands beyond its declared size",
+                    ))
+                }
+            };
+        }
+        let cap = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..cap])?;
+        b.read.set(b.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// What an accepted archive path is, for the checks of later entries.
+enum Seen {
+    Dir,
+    File,
+    Symlink(PathBuf),
+}
+
+/// A tar entry type in words, for the message refusing it.
+fn refused_type(kind: tar::EntryType) -> String {
+    use tar::EntryType as T;
+    match kind {
+        T::Link => "hard links are not allowed: a hard link would be installed as the file it \
+                    links to, which can be any file the extraction can reach, and wua tracks \
+                    installed paths, not inodes; ship a copy or a symlink"
+            .into(),
+        T::Char => {
+            "character devices are not allowed (only files, directories and symlinks)".into()
+        }
+        T::Block => "block devices are not allowed (only files, directories and symlinks)".into(),
+        T::Fifo => "FIFOs are not allowed (only files, directories and symlinks)".into(),
+        T::GNUSparse => {
+            "GNU sparse files are not allowed (only files, directories and symlinks)".into()
+        }
+        T::XGlobalHeader => {
+            "pax global headers are not allowed (only files, directories and symlinks)".into()
+        }
+        other => format!(
+            "entries of type {:?} ({:?}) are not allowed (only files, directories and symlinks)",
+            other,
+            char::from(other.as_byte())
+        ),
+    }
+}
+
+/// Bytes rounded up to whole 512-byte tar blocks.
+fn in_blocks(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(512) * 512
 }
 
 /// [`walk_payload`] on the decompressed tar stream.
 pub(crate) fn walk_tar(
     tar_stream: impl Read,
     payload: &PayloadRef,
+    allow_setid: bool,
     mut visit: impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let here = Path::new(&payload.sha256);
-    let mut archive = tar::Archive::new(tar_stream);
+    let budget = std::rc::Rc::new(Budget::default());
+    budget.allow(payload.installed_size.saturating_add(ARCHIVE_SLACK));
+    let mut archive = tar::Archive::new(Budgeted {
+        inner: tar_stream,
+        budget: budget.clone(),
+    });
+    let result = walk_entries(&mut archive, payload, allow_setid, &budget, &mut visit);
+    match result {
+        // Whatever failed, it failed because the reader stopped at the budget.
+        Err(_) if budget.exceeded.get() => Err(invalid_payload(
+            here,
+            format!(
+                "the archive expands beyond its declared size {}: more than {} bytes of tar for {} bytes of files (installed_size, plus {} bytes per entry and {} bytes for headers)",
+                match budget.last_entry.borrow().as_ref() {
+                    Some(last) => format!("after entry {}", last.display()),
+                    None => "before its first entry".to_string(),
+                },
+                budget.limit.get(),
+                payload.installed_size,
+                ENTRY_ALLOWANCE,
+                ARCHIVE_SLACK
+            ),
+        )),
+        other => other,
+    }
+}
+
+fn walk_entries<R: Read>(
+    archive: &mut tar::Archive<Budgeted<R>>,
+    payload: &PayloadRef,
+    allow_setid: bool,
+    budget: &Budget,
+    visit: &mut impl FnMut(&PayloadEntry, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let here = Path::new(&payload.sha256);
     let mut total = 0u64;
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
+    // Every path an entry named, and what it is.
+    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    // Every directory the entries so far need: the parents of their paths.
+    let mut needed_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut root_seen = false;
     let entries = archive
         .entries()
         .map_err(|e| invalid_payload(here, format!("not a tar archive: {e}")))?;
@@ -963,12 +1261,36 @@ pub(crate) fn walk_tar(
             .into_owned();
         let kind = entry.header().entry_type();
         let path = match normalize_entry_path(&raw) {
-            Some(p) if p.as_os_str().is_empty() && kind.is_dir() => continue, // "./" itself
+            Some(p) if p.as_os_str().is_empty() && kind.is_dir() => {
+                // The archive root itself ("./", as `tar -C dir -c .` writes): skipped, once.
+                if std::mem::replace(&mut root_seen, true) {
+                    return Err(invalid_payload(
+                        &raw,
+                        "the path appears twice in the archive",
+                    ));
+                }
+                budget.allow(ENTRY_ALLOWANCE);
+                continue;
+            }
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => return Err(invalid_payload(&raw, "path is absolute or leaves the root")),
         };
-        if path.ancestors().skip(1).any(|a| symlinks.contains(a)) {
-            return Err(invalid_payload(&raw, "path goes through a symlink"));
+        for ancestor in path.ancestors().skip(1) {
+            match seen.get(ancestor) {
+                Some(Seen::Symlink(_)) => {
+                    return Err(invalid_payload(&raw, "path goes through a symlink"));
+                }
+                Some(Seen::File) => {
+                    return Err(invalid_payload(
+                        &raw,
+                        format!(
+                            "path goes below {}, a file of the archive",
+                            ancestor.display()
+                        ),
+                    ));
+                }
+                Some(Seen::Dir) | None => {}
+            }
         }
         if path.starts_with(crate::handlers::STAGING_DIR) {
             return Err(invalid_payload(
@@ -979,50 +1301,90 @@ pub(crate) fn walk_tar(
                 ),
             ));
         }
-        if !seen.insert(path.clone()) {
+        if seen.contains_key(&path) {
             return Err(invalid_payload(
                 &raw,
                 "the path appears twice in the archive",
             ));
         }
-        let mode = entry.header().mode().unwrap_or(0o644) & MODE_MASK;
+        if !kind.is_dir() && needed_dirs.contains(&path) {
+            return Err(invalid_payload(
+                &raw,
+                "earlier entries of the archive need a directory at this path",
+            ));
+        }
+        let header_mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let size = if kind.is_file() { entry.size() } else { 0 };
-        let kind = if kind.is_dir() {
-            PayloadEntryKind::Dir
-        } else if kind.is_file() {
-            total = total.saturating_add(size);
-            if total > payload.installed_size {
-                return Err(invalid_payload(
-                    &raw,
-                    format!(
-                        "the payload expands beyond its declared installed size of {} bytes",
-                        payload.installed_size
-                    ),
-                ));
+        let (kind, mode, link_len) = if kind.is_dir() || kind.is_file() {
+            if header_mode & SETID_BITS != 0 && !allow_setid {
+                return Err(setid_refused(&raw, header_mode));
             }
-            PayloadEntryKind::File
+            let mode = header_mode & mode_mask(allow_setid);
+            if kind.is_dir() {
+                (PayloadEntryKind::Dir, mode, 0)
+            } else {
+                total = total.saturating_add(size);
+                if total > payload.installed_size {
+                    return Err(invalid_payload(
+                        &raw,
+                        format!(
+                            "the payload expands beyond its declared installed size of {} bytes",
+                            payload.installed_size
+                        ),
+                    ));
+                }
+                (PayloadEntryKind::File, mode, 0)
+            }
         } else if kind.is_symlink() {
             let link = entry
                 .link_name()
                 .map_err(|e| invalid_payload(&raw, format!("bad link target: {e}")))?
+                .filter(|l| !l.as_os_str().is_empty())
                 .ok_or_else(|| invalid_payload(&raw, "symlink without a target"))?
                 .into_owned();
-            if link.is_relative() {
-                let resolved = path.parent().unwrap_or(Path::new("")).join(&link);
-                if resolve_lexically(&resolved).is_none() {
-                    return Err(invalid_payload(&raw, "symlink points outside the root"));
-                }
+            if link.has_root() {
+                return Err(invalid_payload(
+                    &raw,
+                    format!(
+                        "symlink points outside the root: absolute target {}; use a relative target",
+                        link.display()
+                    ),
+                ));
             }
-            symlinks.insert(path.clone());
-            PayloadEntryKind::Symlink(link)
+            let resolved = path.parent().unwrap_or(Path::new("")).join(&link);
+            if resolve_lexically(&resolved).is_none() {
+                return Err(invalid_payload(
+                    &raw,
+                    format!(
+                        "symlink points outside the root: {} climbs above the payload root",
+                        link.display()
+                    ),
+                ));
+            }
+            let len = link.as_os_str().len();
+            (PayloadEntryKind::Symlink(link), 0o777, len)
         } else {
-            return Err(invalid_payload(
-                &raw,
-                format!(
-                    "entries of type {kind:?} are not allowed (only files, directories and symlinks)"
-                ),
-            ));
+            return Err(invalid_payload(&raw, refused_type(kind)));
         };
+        seen.insert(
+            path.clone(),
+            match &kind {
+                PayloadEntryKind::Dir => Seen::Dir,
+                PayloadEntryKind::File => Seen::File,
+                PayloadEntryKind::Symlink(link) => Seen::Symlink(link.clone()),
+            },
+        );
+        for ancestor in path.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() || !needed_dirs.insert(ancestor.to_path_buf()) {
+                break;
+            }
+        }
+        budget.allow(
+            ENTRY_ALLOWANCE
+                .saturating_add(in_blocks(raw.as_os_str().len()))
+                .saturating_add(in_blocks(link_len)),
+        );
+        budget.last_entry.replace(Some(raw));
         visit(
             &PayloadEntry {
                 path,
@@ -1033,7 +1395,85 @@ pub(crate) fn walk_tar(
             &mut entry,
         )?;
     }
+    // Each symlink stayed inside when read alone; followed through the archive's other
+    // symlinks (which may come later in the archive), it must still.
+    let links: HashMap<&Path, &Path> = seen
+        .iter()
+        .filter_map(|(path, s)| match s {
+            Seen::Symlink(target) => Some((path.as_path(), target.as_path())),
+            _ => None,
+        })
+        .collect();
+    let mut sorted: Vec<_> = links.iter().collect();
+    sorted.sort();
+    for (link, target) in sorted {
+        match follow_links(&links, link, target) {
+            Followed::Inside => {}
+            Followed::Outside => {
+                return Err(invalid_payload(
+                    link,
+                    format!(
+                        "symlink points outside the root: {}, followed through the archive's other symlinks, climbs above the payload root",
+                        target.display()
+                    ),
+                ));
+            }
+            Followed::TooDeep => {
+                return Err(invalid_payload(
+                    link,
+                    format!(
+                        "symlink {} goes through more than {MAX_LINK_HOPS} of the archive's symlinks (a loop?)",
+                        target.display()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// At most this many symlinks are followed resolving one path, as Linux (`MAXSYMLINKS`).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Where following a symlink leads.
+enum Followed {
+    Inside,
+    Outside,
+    TooDeep,
+}
+
+/// Follows the symlink at `link` (to `target`) through the archive's symlinks (`links`), as the
+/// kernel would once they are all installed: `..` after a symlink climbs from where that
+/// symlink leads, not from the link itself.
+fn follow_links(links: &HashMap<&Path, &Path>, link: &Path, target: &Path) -> Followed {
+    let mut at = link.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut pending: Vec<Component<'_>> = target.components().rev().collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c {
+            Component::Normal(part) => {
+                let next = at.join(part);
+                match links.get(next.as_path()) {
+                    Some(to) => {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS {
+                            return Followed::TooDeep;
+                        }
+                        pending.extend(to.components().rev());
+                    }
+                    None => at = next,
+                }
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !at.pop() {
+                    return Followed::Outside;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Followed::Outside,
+        }
+    }
+    Followed::Inside
 }
 
 /// An archive path as a relative path: `.` components dropped, `..` and absolute paths refused.
@@ -1206,7 +1646,9 @@ pub fn build(source: &Path, out: &Path) -> Result<BuildReport> {
     })
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `path` so that a crash leaves the old content or the new, never a mix: a temporary
+/// file beside it, fsynced, renamed over it, and the directory fsynced.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(
         "{}.wua-tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
@@ -1214,7 +1656,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(&tmp).at("cannot create", &tmp)?;
     f.write_all(bytes).at("cannot write", &tmp)?;
     f.sync_all().at("cannot sync", &tmp)?;
-    std::fs::rename(&tmp, path).at("cannot rename into place", path)
+    std::fs::rename(&tmp, path).at("cannot rename into place", path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("cannot sync directory", dir)?;
+    }
+    Ok(())
 }
 
 struct PackedTree {
@@ -1329,6 +1777,7 @@ pub(crate) fn test_definition(update_id: Uuid) -> UpdateDefinition {
         auto_select_on_web_sites: None,
         applicability: Applicability::default(),
         bundled_updates: vec![],
+        allow_setid: false,
         payload: PayloadRef {
             sha256: "0".repeat(64),
             size: 0,
@@ -1534,6 +1983,7 @@ mod tests {
         walk_payload(
             first.open_verified_payload(&def.payload).unwrap(),
             &def.payload,
+            false,
             |e, _| {
                 modes.insert(e.path.clone(), e.mode);
                 Ok(())
@@ -1626,17 +2076,20 @@ mod tests {
         }
     }
 
-    /// A `.tar.zst` of raw entries: (path, type, data or link target).
-    fn archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    /// A `.tar.zst` of raw entries: (path, type, data or link target, mode).
+    fn archive(entries: &[(&str, tar::EntryType, &str, u32)]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
-        for (path, kind, data) in entries {
+        for (path, kind, data, mode) in entries {
             let mut h = tar::Header::new_gnu();
             // set_path refuses `..`; write the raw name, as a hostile archive would.
             h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
             h.set_entry_type(*kind);
-            h.set_mode(0o644);
+            h.set_mode(*mode);
+            if kind == &tar::EntryType::GNUSparse {
+                h.as_gnu_mut().unwrap().set_real_size(data.len() as u64);
+            }
             if kind.is_symlink() || kind == &tar::EntryType::Link {
-                h.set_link_name(data).unwrap();
+                h.as_gnu_mut().unwrap().linkname[..data.len()].copy_from_slice(data.as_bytes());
                 h.set_size(0);
                 h.set_cksum();
                 tar.append(&h, std::io::empty()).unwrap();
@@ -1649,56 +2102,247 @@ mod tests {
         zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap()
     }
 
-    fn walk(entries: &[(&str, tar::EntryType, &str)]) -> Result<Vec<PathBuf>> {
-        let bytes = archive(entries);
+    /// Walks an archive of these entries (modes and whether setid is allowed given), declared
+    /// with an installed size of 8 bytes; the paths and modes the walk hands out.
+    fn walk_modes(
+        entries: &[(&str, tar::EntryType, &str, u32)],
+        allow_setid: bool,
+    ) -> Result<Vec<(PathBuf, u32)>> {
+        walk_bytes(&archive(entries), allow_setid)
+    }
+
+    fn walk_bytes(bytes: &[u8], allow_setid: bool) -> Result<Vec<(PathBuf, u32)>> {
         let payload = PayloadRef {
             sha256: "0".repeat(64),
             size: bytes.len() as u64,
             installed_size: 8,
         };
         let mut paths = Vec::new();
-        walk_payload(bytes.as_slice(), &payload, |e, _| {
-            paths.push(e.path.clone());
+        walk_payload(bytes, &payload, allow_setid, |e, _| {
+            paths.push((e.path.clone(), e.mode));
             Ok(())
         })?;
         Ok(paths)
     }
 
+    /// [`walk_modes`] with mode 0644 everywhere and no setid allowed; the paths.
+    fn walk(entries: &[(&str, tar::EntryType, &str)]) -> Result<Vec<PathBuf>> {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(p, k, d)| (*p, *k, *d, 0o644))
+            .collect();
+        Ok(walk_modes(&entries, false)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    fn assert_refused<T: std::fmt::Debug>(result: Result<T>, why: &str) {
+        let e = result.unwrap_err();
+        assert_eq!(e.hresult(), crate::hresult::WU_E_UH_INVALIDMETADATA, "{e}");
+        assert!(e.to_string().contains(why), "{why:?} not in: {e}");
+    }
+
     #[test]
     fn payload_entries_are_checked_before_use() {
-        use tar::EntryType::{Directory, Fifo, Link, Regular, Symlink};
+        use tar::EntryType::{
+            Block, Char, Continuous, Directory, Fifo, GNUSparse, Link, Regular, Symlink,
+            XGlobalHeader,
+        };
         let ok = walk(&[
             ("./", Directory, ""),
             ("./etc/", Directory, ""),
             ("./etc/a", Regular, "abc"),
+            ("./etc/l", Symlink, "a"),
+            ("./usr/bin/up", Symlink, "../../etc/a"),
         ])
         .unwrap();
-        assert_eq!(ok, [PathBuf::from("etc"), PathBuf::from("etc/a")]);
+        assert_eq!(
+            ok,
+            ["etc", "etc/a", "etc/l", "usr/bin/up"].map(PathBuf::from)
+        );
         let refused = |entries: &[(&str, tar::EntryType, &str)], why: &str| {
-            let e = walk(entries).unwrap_err();
-            assert_eq!(e.hresult(), crate::hresult::WU_E_UH_INVALIDMETADATA);
-            assert!(e.to_string().contains(why), "{e}");
+            assert_refused(walk(entries), why)
         };
+        // Paths.
         refused(&[("../x", Regular, "a")], "leaves the root");
+        refused(&[("a/../../x", Regular, "a")], "leaves the root");
         refused(&[("/etc/x", Regular, "a")], "leaves the root");
         refused(
             &[("a", Regular, "1"), ("./a", Regular, "2")],
             "appears twice",
         );
+        refused(
+            &[("./", Directory, ""), (".", Directory, "")],
+            "appears twice",
+        );
         refused(&[(".wua-staging/x", Regular, "a")], "reserved");
+        // Symlinks: inside the root, relative, and nothing written through them.
         refused(
             &[("l", Symlink, "../../etc"), ("x", Regular, "a")],
-            "outside the root",
+            "symlink points outside the root: ../../etc climbs above",
+        );
+        refused(
+            &[("l", Symlink, "/etc/passwd")],
+            "symlink points outside the root: absolute target /etc/passwd; use a relative target",
+        );
+        refused(&[("l", Symlink, "")], "symlink without a target");
+        refused(
+            &[("r", Symlink, "."), ("l", Symlink, "r/..")],
+            "followed through the archive's other symlinks",
+        );
+        refused(
+            &[("d/l", Symlink, "../r/../etc"), ("r", Symlink, ".")],
+            "followed through the archive's other symlinks",
+        );
+        refused(
+            &[("a", Symlink, "b"), ("b", Symlink, "a")],
+            "more than 40 of the archive's symlinks",
         );
         refused(
             &[("l", Symlink, "sub"), ("l/x", Regular, "a")],
             "through a symlink",
         );
-        refused(&[("h", Link, "a")], "not allowed");
-        refused(&[("f", Fifo, "")], "not allowed");
+        refused(
+            &[("d/x", Regular, "a"), ("d", Symlink, "e")],
+            "need a directory at this path",
+        );
+        refused(
+            &[("f", Regular, "1"), ("f/x", Regular, "2")],
+            "a file of the archive",
+        );
+        // Types.
+        refused(
+            &[("a", Regular, "a"), ("h", Link, "a")],
+            "hard links are not allowed",
+        );
+        refused(&[("c", Char, "")], "character devices are not allowed");
+        refused(&[("b", Block, "")], "block devices are not allowed");
+        refused(&[("f", Fifo, "")], "FIFOs are not allowed");
+        refused(&[("s", GNUSparse, "")], "GNU sparse files are not allowed");
+        refused(
+            &[("g", XGlobalHeader, "")],
+            "pax global headers are not allowed",
+        );
+        refused(&[("c", Continuous, "")], "are not allowed");
+        // Sizes.
         refused(
             &[("big", Regular, "123456789")],
             "beyond its declared installed size",
+        );
+    }
+
+    #[test]
+    fn setid_bits_are_refused_unless_allowed_and_then_kept() {
+        use tar::EntryType::{Directory, Regular, Symlink};
+        for (mode, named) in [
+            (0o4755, "mode 4755 has the setuid bit"),
+            (0o2755, "mode 2755 has the setgid bit"),
+            (0o6755, "setuid and setgid bits"),
+        ] {
+            assert_refused(walk_modes(&[("f", Regular, "x", mode)], false), named);
+            assert_refused(walk_modes(&[("d", Directory, "", mode)], false), named);
+            assert_eq!(
+                walk_modes(&[("f", Regular, "x", mode)], true).unwrap(),
+                [(PathBuf::from("f"), mode)]
+            );
+        }
+        // The sticky bit stays; a symlink's mode means nothing and reads as 0777.
+        assert_eq!(
+            walk_modes(
+                &[("t", Directory, "", 0o1777), ("l", Symlink, "t", 0o6777)],
+                false
+            )
+            .unwrap(),
+            [(PathBuf::from("t"), 0o1777), (PathBuf::from("l"), 0o777)]
+        );
+    }
+
+    #[test]
+    fn decompressed_tar_is_bounded_by_the_declared_sizes() {
+        use tar::EntryType::{Directory, Regular};
+        // A directory whose size field claims 4 MiB of zeros: no file bytes, but the reader
+        // would have to skip the data.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("pad").unwrap();
+        h.set_entry_type(Directory);
+        h.set_mode(0o755);
+        h.set_size(4 << 20);
+        h.set_cksum();
+        tar.append(&h, std::io::repeat(0).take(4 << 20)).unwrap();
+        let bytes = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap();
+        assert!(bytes.len() < 4096, "{} bytes", bytes.len());
+        assert_refused(
+            walk_bytes(&bytes, false),
+            "the archive expands beyond its declared size",
+        );
+        // A pax header of 2 MiB: read before any entry is handed out.
+        let mut tar = tar::Builder::new(Vec::new());
+        let filler = format!("comment={}\n", "x".repeat(2 << 20));
+        let record = pax_record(&filler);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax").unwrap();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(record.len() as u64);
+        h.set_cksum();
+        tar.append(&h, record.as_bytes()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_entry_type(Regular);
+        h.set_size(1);
+        h.set_cksum();
+        tar.append(&h, &b"f"[..]).unwrap();
+        let bytes = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap();
+        assert_refused(
+            walk_bytes(&bytes, false),
+            "the archive expands beyond its declared size",
+        );
+        // Many small entries with long names are within the allowance.
+        let mut tar = tar::Builder::new(Vec::new());
+        for i in 0..2000 {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            let name = format!("{}/{i:04}", "d".repeat(300));
+            tar.append_data(&mut h, name, std::io::empty()).unwrap();
+        }
+        let bytes = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap();
+        assert_eq!(walk_bytes(&bytes, false).unwrap().len(), 2000);
+    }
+
+    /// One pax extended header record: `"<len> <key>=<value>\n"`, `len` counting itself.
+    fn pax_record(key_value: &str) -> String {
+        let mut len = key_value.len() + 2;
+        while format!("{len} {key_value}").len() != len {
+            len += 1;
+        }
+        format!("{len} {key_value}")
+    }
+
+    #[test]
+    fn pax_paths_are_read() {
+        let long = format!("usr/share/{}/file", "p".repeat(200));
+        let record = pax_record(&format!("path={long}\n"));
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("PaxHeaders/x").unwrap();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(record.len() as u64);
+        h.set_cksum();
+        tar.append(&h, record.as_bytes()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("short-name").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(3);
+        h.set_cksum();
+        tar.append(&h, &b"abc"[..]).unwrap();
+        let bytes = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap();
+        assert_eq!(
+            walk_bytes(&bytes, false).unwrap(),
+            [(PathBuf::from(long), 0o644)]
         );
     }
 

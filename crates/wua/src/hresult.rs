@@ -253,6 +253,15 @@ hresults! {
     WU_E_PT_HTTP_STATUS_FORBIDDEN = 0x80244018, "Same as HTTP status 403.";
     WU_E_PT_HTTP_STATUS_SERVER_ERROR = 0x8024401F, "Same as HTTP status 500.";
     WU_E_PT_UNEXPECTED = 0x80244FFF, "Communication error not covered by another WU_E_PT_* code.";
+    WU_E_PT_HTTP_STATUS_BAD_REQUEST = 0x80244016, "Same as HTTP status 400 – The server could not process the request due to invalid syntax.";
+    WU_E_PT_HTTP_STATUS_BAD_METHOD = 0x8024401A, "Same as HTTP status 405 – The HTTP method is not allowed.";
+    WU_E_PT_HTTP_STATUS_REQUEST_TIMEOUT = 0x8024401C, "Same as HTTP status 408 – The server timed out waiting for the request.";
+    WU_E_PT_HTTP_STATUS_CONFLICT = 0x8024401D, "Same as HTTP status 409 – The request was not completed due to a conflict with the current state of the resource.";
+    WU_E_PT_HTTP_STATUS_GONE = 0x8024401E, "Same as HTTP status 410 – Requested resource is no longer available at the server.";
+    WU_E_PT_HTTP_STATUS_NOT_SUPPORTED = 0x80244020, "Same as HTTP status 501 – Server does not support the functionality required to fulfill the request.";
+    WU_E_PT_HTTP_STATUS_BAD_GATEWAY = 0x80244021, "Same as HTTP status 502 – The server, while acting as a gateway or proxy, received an invalid response from the upstream server it accessed in attempting to fulfill the request.";
+    WU_E_PT_HTTP_STATUS_GATEWAY_TIMEOUT = 0x80244023, "Same as HTTP status 504 – The request was timed out waiting for a gateway.";
+    WU_E_PT_HTTP_STATUS_VERSION_NOT_SUP = 0x80244024, "Same as HTTP status 505 – The server does not support the HTTP protocol version used for the request.";
     S_OK = 0x00000000, "Success.";
     E_POINTER = 0x80004003, "Invalid or NULL pointer parameter (documented on Search/BeginSearch/EndSearch/QueryHistory/EscapeString/Add/Copy).";
     E_ACCESSDENIED = 0x80070005, "Caller lacks permission, or method not callable from a remote computer.";
@@ -260,6 +269,13 @@ hresults! {
     STG_E_PATHNOTFOUND = 0x80030003, "CopyFromCache: file or directory could not be located.";
     COR_E_DIRECTORYNOTFOUND = 0x80070003, "CopyFromCache: file or directory could not be located.";
     E_NOTIMPL = 0x80004001, "Not implemented.";
+    // Signature and trust failures of signed (TUF) metadata. WUA reports a bad signature on its
+    // own content with these winerror.h codes (WinVerifyTrust's); the reference tables have no
+    // WU_E_* code for them. docs/signed-catalogs.md maps each TUF failure to its code.
+    TRUST_E_BAD_DIGEST = 0x80096010, "The digital signature of the object did not verify.";
+    TRUST_E_NOSIGNATURE = 0x800B0100, "No signature was present in the subject.";
+    TRUST_E_SUBJECT_NOT_TRUSTED = 0x800B0004, "The subject is not trusted for the specified action.";
+    CERT_E_EXPIRED = 0x800B0101, "A required certificate is not within its validity period when verifying against the current system clock or the timestamp in the signed file.";
     E_FAIL = 0x80004005, "Unspecified failure.";
 }
 

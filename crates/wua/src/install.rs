@@ -920,22 +920,20 @@ impl Worker {
                 .installed_update(update.identity().update_id)
             {
                 Ok(Some(_)) => {}
-                Ok(None) => {
-                    match crate::search::engine::check_applies(&self.agent, update.definition()) {
-                        Ok(None) => {}
-                        Ok(Some(reason)) => {
-                            tracing::info!("install {}: does not apply: {reason}", update.title());
-                            return self.record_failure(
-                                update,
-                                operation,
-                                WU_E_NOT_APPLICABLE,
-                                0,
-                                OperationResultCode::Failed,
-                            );
-                        }
-                        Err(e) => return self.record_error(update, operation, e),
+                Ok(None) => match self.check_applies(update) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        tracing::info!("install {}: does not apply: {reason}", update.title());
+                        return self.record_failure(
+                            update,
+                            operation,
+                            WU_E_NOT_APPLICABLE,
+                            0,
+                            OperationResultCode::Failed,
+                        );
                     }
-                }
+                    Err(e) => return self.record_error(update, operation, e),
+                },
                 Err(e) => return self.record_error(update, operation, e),
             }
         }
@@ -1061,22 +1059,20 @@ impl Worker {
             // offered it may be old, and an earlier update of this job may have been its
             // prerequisite. Upgrades and reinstalls of an installed update are not re-checked:
             // rules often say "applies while not installed".
-            (UpdateOperation::Installation, None) => {
-                match crate::search::engine::check_applies(&self.agent, update.definition()) {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => {
-                        tracing::info!("install {}: does not apply: {reason}", update.title());
-                        return self.record_failure(
-                            update,
-                            operation,
-                            WU_E_NOT_APPLICABLE,
-                            0,
-                            OperationResultCode::Failed,
-                        );
-                    }
-                    Err(e) => return self.record_error(update, operation, e),
+            (UpdateOperation::Installation, None) => match self.check_applies(update) {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    tracing::info!("install {}: does not apply: {reason}", update.title());
+                    return self.record_failure(
+                        update,
+                        operation,
+                        WU_E_NOT_APPLICABLE,
+                        0,
+                        OperationResultCode::Failed,
+                    );
                 }
-            }
+                Err(e) => return self.record_error(update, operation, e),
+            },
             _ => {}
         }
         let (k, parts) = part;
@@ -1088,6 +1084,23 @@ impl Worker {
                     p.percent_complete = p.percent_complete.max(percent(index, pct, n));
                 }
             });
+        };
+        // The payload is read from the catalog the update came from (a catalog directory, or
+        // the verified download cache of its service).
+        let catalog = match update.catalog() {
+            Some(catalog) => catalog.clone(),
+            None => match self.agent.default_catalog() {
+                Ok(catalog) => catalog,
+                Err(e) => {
+                    return self.record_failure(
+                        update,
+                        operation,
+                        e.hresult(),
+                        0,
+                        OperationResultCode::Failed,
+                    );
+                }
+            },
         };
         let mut ctx = handlers::Context {
             root: &self.agent.config.root,
@@ -1114,7 +1127,7 @@ impl Worker {
         let applied = match operation {
             UpdateOperation::Installation => handlers::install(
                 &mut ctx,
-                &self.agent.catalog,
+                &catalog,
                 update.definition(),
                 installed.as_ref(),
                 start,
@@ -1221,6 +1234,15 @@ impl Worker {
         )
     }
 
+    /// Whether `update` applies to the machine now, by the rules of the catalog it came from.
+    fn check_applies(&self, update: &Update) -> Result<Option<String>> {
+        let catalog = match update.catalog() {
+            Some(catalog) => catalog.clone(),
+            None => self.agent.default_catalog()?,
+        };
+        crate::search::engine::check_applies(&self.agent, &catalog, update.definition())
+    }
+
     fn record_failure(
         &self,
         update: &Update,
@@ -1266,8 +1288,12 @@ impl Worker {
             title: update.title().to_string(),
             description: update.description().to_string(),
             client_application_id: self.client_application_id.clone(),
-            server_selection: 0,
-            service_id: String::new(),
+            // `ssOthers` when the update came from a service: history names it by id.
+            server_selection: if update.service_id().is_some() { 3 } else { 0 },
+            service_id: update
+                .service_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             support_url: update.support_url().to_string(),
             uninstallation_notes: update.uninstallation_notes().to_string(),
             uninstallation_steps: update.uninstallation_steps().to_vec(),

@@ -25,27 +25,45 @@
 //! # Ok::<(), wua::Error>(())
 //! ```
 //!
+//! Updates come from signed update services — TUF repositories in a directory or over HTTPS,
+//! registered with [`service::UpdateServiceManager`] — or, unsigned, from a catalog directory
+//! (as above). [`download::UpdateDownloader`] fetches verified payloads into a cache before
+//! they are installed.
+//!
 //! Modules follow WUA's object model: [`model`] (updates, collections, enums), [`hresult`] (every
-//! WU_E_*/WU_S_* code), [`error`], [`session`], [`search`] (criteria, applicability, search
-//! jobs), [`rules`] (detection rules), [`install`], [`handlers`], [`catalog`], [`store`]. `docs/ARCHITECTURE.md` maps each WUA interface member to its Rust item.
+//! WU_E_*/WU_S_* code), [`error`], [`session`], [`service`] (update services), [`search`]
+//! (criteria, applicability, search jobs), [`rules`] (detection rules), [`download`],
+//! [`install`], [`handlers`], [`catalog`], [`repository`] (signed catalogs: client and
+//! publisher), [`net`], [`store`]. `docs/ARCHITECTURE.md` maps each WUA interface member to its
+//! Rust item.
 
 #![warn(missing_docs)]
 
 pub mod catalog;
 pub mod checkpoint;
+pub mod download;
 pub mod error;
 pub mod handlers;
 pub mod hresult;
 pub mod install;
+mod job;
 mod lock;
 pub mod model;
+pub mod net;
+pub mod repository;
 pub mod rules;
 pub mod search;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod transaction;
 
 pub use catalog::{Catalog, UpdateDefinition};
+pub use download::{
+    DownloadCompletedCallback, DownloadCompletedCallbackArgs, DownloadJob, DownloadPhase,
+    DownloadPriority, DownloadProgress, DownloadProgressChangedCallback,
+    DownloadProgressChangedCallbackArgs, DownloadResult, UpdateDownloadResult, UpdateDownloader,
+};
 pub use error::{Error, Result};
 pub use hresult::HResult;
 pub use install::{

@@ -238,6 +238,9 @@ pub struct Update {
     is_hidden: AtomicBool,
     bundled: Vec<Arc<Update>>,
     store: Option<Arc<Store>>,
+    /// The catalog the update was read from: where its payload is, and for a signed catalog
+    /// the service and trusted targets its download is checked against.
+    catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 /// An update's state on a machine when it was read (see [`Update`]).
@@ -258,6 +261,7 @@ impl Update {
         state: UpdateState,
         bundled: Vec<Arc<Update>>,
         store: Option<Arc<Store>>,
+        catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Self {
         Update {
             eula_accepted: AtomicBool::new(state.eula_accepted),
@@ -266,7 +270,22 @@ impl Update {
             state,
             bundled,
             store,
+            catalog,
         }
+    }
+
+    /// The catalog this update was read from; `None` for a detached update.
+    pub fn catalog(&self) -> Option<&Arc<crate::catalog::Catalog>> {
+        self.catalog.as_ref()
+    }
+
+    /// The service this update came from (`IUpdateHistoryEntry.ServiceID` records it); `None`
+    /// for a catalog directory or a detached update.
+    pub fn service_id(&self) -> Option<uuid::Uuid> {
+        self.catalog
+            .as_ref()
+            .and_then(|c| c.origin())
+            .map(|o| o.service.service_id)
     }
 
     /// An update that is not attached to any agent: not installed, installable, not downloaded,
@@ -278,7 +297,7 @@ impl Update {
             eula_accepted: definition.eula_text.is_none(),
             ..UpdateState::default()
         };
-        Update::new(Arc::new(definition), state, Vec::new(), None)
+        Update::new(Arc::new(definition), state, Vec::new(), None, None)
     }
 
     /// The catalog definition this update was built from.

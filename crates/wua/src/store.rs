@@ -16,8 +16,11 @@ use uuid::Uuid;
 
 use crate::catalog::UpdateDefinition;
 use crate::error::{Error, Result};
-use crate::hresult::{HResult, WU_E_INVALIDINDEX, WU_E_UNEXPECTED};
+use crate::hresult::{
+    HResult, WU_E_DUPLICATE_ITEM, WU_E_INVALID_FILE, WU_E_INVALIDINDEX, WU_E_UNEXPECTED,
+};
 use crate::model::{Category, OperationResultCode, UpdateIdentity, UpdateOperation};
+use crate::service::{ServiceSource, UpdateService};
 
 /// The database file name inside the state directory.
 pub const DB_FILE: &str = "wua.db";
@@ -79,6 +82,17 @@ CREATE TABLE IF NOT EXISTS eula_acceptances (
     accepted_by TEXT NOT NULL,
     accepted_at TEXT NOT NULL,
     PRIMARY KEY (update_id, revision_number)
+);
+CREATE TABLE IF NOT EXISTS services (
+    service_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    source_kind TEXT NOT NULL,
+    location TEXT NOT NULL,
+    is_default INTEGER NOT NULL,
+    is_scan_package INTEGER NOT NULL,
+    issue_date TEXT NOT NULL,
+    content_validation_cert TEXT NOT NULL,
+    seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hidden_updates (
     update_id TEXT PRIMARY KEY,
@@ -774,6 +788,178 @@ impl Store {
         )
     }
 
+    /// The name and location of every service registered in the database at `db`, read
+    /// without creating or changing anything (the CLI decides on its demo with it). Empty when
+    /// the database or its services table does not exist.
+    pub fn peek_services(db: &Path) -> Result<Vec<(String, String)>> {
+        if !db.exists() {
+            return Ok(Vec::new());
+        }
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| db_error(db, e))?;
+        let table: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'services')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| db_error(db, e))?;
+        if !table {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare("SELECT name, location FROM services ORDER BY seq")
+            .map_err(|e| db_error(db, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| db_error(db, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| db_error(db, e))
+    }
+
+    /// Registers a service. The first one registered becomes the default. A name already in
+    /// use is `WU_E_DUPLICATE_ITEM`.
+    pub fn add_service(&self, service: &UpdateService) -> Result<UpdateService> {
+        let mut service = service.clone();
+        if self.find_service(&service.name)?.is_some() {
+            return Err(Error::code(
+                WU_E_DUPLICATE_ITEM,
+                format!(
+                    "a service named \"{}\" is already registered; choose another name or remove it first (`wua service remove {}`)",
+                    service.name, service.name
+                ),
+            ));
+        }
+        let (kind, location) = source_columns(&service.source);
+        self.write(|tx| {
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM services", [], |r| r.get(0))?;
+            service.is_default_au_service = count == 0;
+            tx.execute(
+                "INSERT INTO services (service_id, name, source_kind, location, is_default, is_scan_package,
+                     issue_date, content_validation_cert, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM services))",
+                params![
+                    service.service_id.to_string(),
+                    service.name,
+                    kind,
+                    location,
+                    service.is_default_au_service,
+                    service.is_scan_package_service,
+                    service.issue_date.to_string(),
+                    service.content_validation_cert,
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(service)
+    }
+
+    /// Removes a service registration; if it was the default, the oldest remaining service
+    /// becomes the default (so that a default search keeps working). False if none matched.
+    pub fn remove_service(&self, service_id: Uuid) -> Result<bool> {
+        self.write(|tx| {
+            let removed = tx.execute(
+                "DELETE FROM services WHERE service_id = ?1",
+                [service_id.to_string()],
+            )?;
+            tx.execute(
+                "UPDATE services SET is_default = 1 WHERE seq = (SELECT MIN(seq) FROM services)
+                   AND NOT EXISTS (SELECT 1 FROM services WHERE is_default = 1)",
+                [],
+            )?;
+            Ok(removed > 0)
+        })
+    }
+
+    /// Makes this service the default (`RegisterServiceWithAU`), or no service the default
+    /// when `None`.
+    pub fn set_default_service(&self, service_id: Option<Uuid>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE services SET is_default = 0", [])?;
+            if let Some(id) = service_id {
+                tx.execute(
+                    "UPDATE services SET is_default = 1 WHERE service_id = ?1",
+                    [id.to_string()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every registered service, oldest first.
+    pub fn services(&self) -> Result<Vec<UpdateService>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT service_id, name, source_kind, location, is_default, is_scan_package,
+                        issue_date, content_validation_cert FROM services ORDER BY seq",
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(|e| db_error(&self.path, e))?;
+        let mut services = Vec::new();
+        for row in rows {
+            let (id, name, kind, location, is_default, is_scan, issued, cert) =
+                row.map_err(|e| db_error(&self.path, e))?;
+            let damaged = |what: &str| {
+                Error::code(
+                    WU_E_INVALID_FILE,
+                    format!(
+                        "the agent database {} has a damaged service record ({what}); remove the service and add it again",
+                        self.path.display()
+                    ),
+                )
+            };
+            let source = match kind.as_str() {
+                "directory" => ServiceSource::Directory(PathBuf::from(location)),
+                "url" => {
+                    ServiceSource::Url(url::Url::parse(&location).map_err(|_| damaged("its URL"))?)
+                }
+                _ => return Err(damaged("its source kind")),
+            };
+            services.push(UpdateService {
+                service_id: Uuid::parse_str(&id).map_err(|_| damaged("its id"))?,
+                name,
+                source,
+                is_default_au_service: is_default,
+                is_scan_package_service: is_scan,
+                issue_date: issued.parse().map_err(|_| damaged("its issue date"))?,
+                content_validation_cert: cert,
+            });
+        }
+        Ok(services)
+    }
+
+    /// The service with this id or name.
+    pub fn find_service(&self, id_or_name: &str) -> Result<Option<UpdateService>> {
+        let id = Uuid::parse_str(id_or_name.trim()).ok();
+        Ok(self
+            .services()?
+            .into_iter()
+            .find(|s| Some(s.service_id) == id || s.name == id_or_name))
+    }
+
+    /// The default service, if any.
+    pub fn default_service(&self) -> Result<Option<UpdateService>> {
+        Ok(self
+            .services()?
+            .into_iter()
+            .find(|s| s.is_default_au_service))
+    }
+
     /// Reads what a search needs in one read transaction, so a search sees one consistent state
     /// and costs four queries however large the catalog is.
     pub fn snapshot(&self) -> Result<StoreSnapshot> {
@@ -864,6 +1050,13 @@ pub struct StoreSnapshot {
     pub eulas: HashMap<UpdateIdentity, EulaAcceptance>,
     /// Updates whose restart is still pending in this boot.
     pub reboot_pending: HashSet<Uuid>,
+}
+
+fn source_columns(source: &ServiceSource) -> (&'static str, String) {
+    match source {
+        ServiceSource::Directory(dir) => ("directory", dir.to_string_lossy().into_owned()),
+        ServiceSource::Url(url) => ("url", url.to_string()),
+    }
 }
 
 /// Marks a file-system transaction committed, in the same SQLite transaction as its outcome:

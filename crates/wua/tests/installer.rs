@@ -1215,7 +1215,7 @@ fn a_new_revision_upgrades_in_place_and_uninstalls_to_the_original() {
     let catalog_v2 = env.scratch("catalog-v2");
     wua::catalog::build(&env.scratch("src-v2"), &catalog_v2).unwrap();
     let config = wua::AgentConfig {
-        catalog_dir: catalog_v2,
+        catalog_dir: Some(catalog_v2),
         ..env.config()
     };
     let session = wua::UpdateSession::open(config).unwrap();

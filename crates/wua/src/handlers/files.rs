@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 
 use super::{Context, Failure, STAGING_DIR};
 use crate::catalog::{
-    Catalog, MODE_MASK, PayloadEntryKind, PayloadRef, UpdateDefinition, invalid_payload,
-    sha256_reader, walk_tar,
+    Catalog, PayloadEntryKind, PayloadRef, SETID_BITS, UpdateDefinition, invalid_payload,
+    mode_mask, setid_bits_named, sha256_reader, walk_tar,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::hresult::{WU_E_UH_INSTALLERFAILURE, WU_E_UH_OPERATIONCANCELLED};
+use crate::hresult::{
+    WU_E_UH_INSTALLERFAILURE, WU_E_UH_INVALIDMETADATA, WU_E_UH_OPERATIONCANCELLED,
+};
 use crate::store::{EntryKind, Handover, InstalledUpdate, ManifestEntry};
 use crate::transaction::Transaction;
 
@@ -31,16 +33,24 @@ struct PipelinedPayload {
     reader: Option<std::thread::JoinHandle<io::Result<(String, u64)>>>,
 }
 
-/// A reader that hashes and counts what it reads.
+/// A reader that hashes and counts what it reads, and stops after `limit` bytes: one more than
+/// the payload's declared size is enough to tell that it differs, and a payload file that is
+/// really a device or a FIFO cannot keep the reader going.
 struct HashingReader {
     inner: File,
     ctx: aws_lc_rs::digest::Context,
     count: u64,
+    limit: u64,
 }
 
 impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let room = usize::try_from(self.limit - self.count).unwrap_or(usize::MAX);
+        if room == 0 {
+            return Ok(0);
+        }
+        let len = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..len])?;
         self.ctx.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
@@ -48,7 +58,8 @@ impl Read for HashingReader {
 }
 
 impl PipelinedPayload {
-    fn start(file: File) -> PipelinedPayload {
+    /// Starts reading `file`, whose declared size is `size`.
+    fn start(file: File, size: u64) -> PipelinedPayload {
         // A few chunks in flight: enough to keep both threads busy, bounded in memory.
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         let reader = std::thread::spawn(move || {
@@ -56,6 +67,7 @@ impl PipelinedPayload {
                 inner: file,
                 ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
                 count: 0,
+                limit: size.saturating_add(1),
             };
             let mut decoder = zstd::Decoder::new(hashing)?;
             loop {
@@ -192,8 +204,9 @@ impl io::Write for HashingWriter {
 }
 
 /// Extracts a verified payload archive into `dest` (a new folder in the staging area). Every
-/// entry is checked by [`walk_payload`] before anything is written; setuid and setgid bits are
-/// dropped. Reports progress from `pct_from` to `pct_to`.
+/// entry is checked by [`walk_tar`] before anything is written; entries with setuid or setgid
+/// are refused unless the catalog allows them for this payload ([`Catalog::setid_allowed`]),
+/// and then keep them. Reports progress from `pct_from` to `pct_to`.
 pub(crate) fn extract(
     ctx: &mut Context<'_>,
     catalog: &Catalog,
@@ -210,8 +223,9 @@ pub(crate) fn extract(
     let mut buffer = vec![0u8; 1 << 20];
     // Decompressing and verifying run on their own thread while this one writes files, as
     // `tar --zstd` runs zstd beside tar.
-    let mut pipe = PipelinedPayload::start(catalog.open_payload(meta)?);
-    let result = walk_tar(&mut pipe, meta, |entry, data| {
+    let mut pipe = PipelinedPayload::start(catalog.open_payload(meta)?, meta.size);
+    let allow_setid = catalog.setid_allowed(meta);
+    let result = walk_tar(&mut pipe, meta, allow_setid, |entry, data| {
         if ctx.aborted() {
             return Err(Error::code(WU_E_UH_OPERATIONCANCELLED, "abort requested"));
         }
@@ -236,11 +250,13 @@ pub(crate) fn extract(
             }
             PayloadEntryKind::File => {
                 // The mode is given at creation; a separate chmod is needed only for bits the
-                // umask removes (saves one system call per file on the usual umasks).
+                // umask removes (saves one system call per file on the usual umasks), and for
+                // setuid and setgid, which writing the data would clear (for a writer without
+                // CAP_FSETID): they are set once the data is in.
                 let out = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(entry.mode)
+                    .mode(entry.mode & !SETID_BITS)
                     .open(&target)
                     .at("cannot create", &target)?;
                 // Hash while writing, so planning need not read the file again.
@@ -252,7 +268,7 @@ pub(crate) fn extract(
                 if copied != entry.size {
                     return Err(invalid_payload(&entry.path, "the archive is truncated"));
                 }
-                if entry.mode & umask() != 0 {
+                if entry.mode & (umask() | SETID_BITS) != 0 {
                     out.set_permissions(fs::Permissions::from_mode(entry.mode))
                         .at("cannot set permissions of", &target)?;
                 }
@@ -353,8 +369,8 @@ pub(crate) fn plan_tree(
             check_parent_inside(&canonical_root, &target)?;
         }
         let meta = fs::symlink_metadata(&staged).at("cannot read", &staged)?;
+        let mode = staged_mode(def, rel, &meta)?;
         let existing = fs::symlink_metadata(&target).ok();
-        let mode = meta.permissions().mode() & MODE_MASK;
         if meta.is_dir() {
             match existing {
                 None => {
@@ -443,6 +459,56 @@ pub(crate) fn plan_tree(
         (ctx.progress)(pct_from + ((pct_to - pct_from) as usize * (i + 1) / total) as u32);
     }
     Ok(manifest)
+}
+
+/// The mode a staged path is installed with, after checking what it is: only directories,
+/// regular files and symlinks can be installed (a `command` handler's install command could
+/// leave a FIFO, a socket or a device node under `$DESTDIR`), and a file with setuid or setgid
+/// only if the update sets `allow_setid` (payload entries were checked when they were read).
+/// Directories lose setuid and setgid unless allowed: they can come from a set-group-ID parent
+/// rather than from the update.
+fn staged_mode(def: &UpdateDefinition, rel: &Path, meta: &fs::Metadata) -> Result<u32, Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = meta.file_type();
+    let what = if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(handler_error(Error::code(
+            WU_E_UH_INSTALLERFAILURE,
+            format!(
+                "the update produced {what} at {}; only files, directories and symlinks can be installed",
+                rel.display()
+            ),
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if file_type.is_file() && mode & SETID_BITS != 0 && !def.allow_setid {
+        let what = format!(
+            "mode {mode:04o} has the {}, which the update's metadata does not allow (\"allow_setid\")",
+            setid_bits_named(mode)
+        );
+        return Err(match def.handler {
+            crate::catalog::HandlerSpec::Command { .. } => Error::code(
+                WU_E_UH_INVALIDMETADATA,
+                format!(
+                    "the update's install command wrote {} under $DESTDIR with {what}; set \"allow_setid\" in the update's metadata if it is meant to be installed so",
+                    rel.display()
+                ),
+            ),
+            crate::catalog::HandlerSpec::Files {} => invalid_payload(rel, what),
+        }
+        .into());
+    }
+    Ok(mode & mode_mask(def.allow_setid))
 }
 
 /// Refuses to write through a symlinked parent that leads outside the root.

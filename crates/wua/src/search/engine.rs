@@ -229,16 +229,16 @@ impl DetectionCache {
     /// Evaluates every update's rules, the catalog split over the machine's cores (each part
     /// with its own detector and `Machine`; `update_installed` answers across parts are simply
     /// evaluated again).
-    fn compute(agent: &Agent, snapshot: &StoreSnapshot) -> DetectionCache {
+    fn compute(agent: &Agent, catalog: &Catalog, snapshot: &StoreSnapshot) -> DetectionCache {
         let started = std::time::SystemTime::now();
-        let updates = agent.catalog.updates();
+        let updates = catalog.updates();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         let chunk = updates.len().div_ceil(threads).max(1024);
         let evaluate = |part: &[Arc<UpdateDefinition>]| {
             let detector = Detector::new(
-                &agent.catalog,
+                catalog,
                 &snapshot.installed,
                 Machine::new(&agent.config.root),
             );
@@ -304,18 +304,24 @@ impl DetectionCache {
 }
 
 /// The session's detection answers, evaluated again first if anything they rest on changed.
-fn cached_detection(agent: &Agent, snapshot: &StoreSnapshot) -> Arc<DetectionCache> {
+fn cached_detection(
+    agent: &Agent,
+    catalog: &Arc<Catalog>,
+    snapshot: &StoreSnapshot,
+) -> Arc<DetectionCache> {
     let mut slot = agent
         .detection
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(cache) = slot.as_ref()
+    // The cache belongs to one catalog: another service's, or a refreshed one, starts afresh.
+    if let Some((for_catalog, cache)) = slot.as_ref()
+        && Arc::ptr_eq(for_catalog, catalog)
         && cache.is_valid(snapshot)
     {
         return cache.clone();
     }
-    let fresh = Arc::new(DetectionCache::compute(agent, snapshot));
-    *slot = Some(fresh.clone());
+    let fresh = Arc::new(DetectionCache::compute(agent, catalog, snapshot));
+    *slot = Some((catalog.clone(), fresh.clone()));
     fresh
 }
 
@@ -587,8 +593,7 @@ impl Candidate<'_, '_> {
 /// Digests of the payload files in the catalog's content store, read once per search so that
 /// `IsDownloaded` costs no system call per update.
 pub(crate) fn payload_names(catalog: &Catalog) -> HashSet<String> {
-    let dir = catalog.dir().join(crate::catalog::PAYLOAD_DIR);
-    std::fs::read_dir(dir)
+    std::fs::read_dir(catalog.payload_dir())
         .map(|entries| {
             entries
                 .filter_map(|e| {
@@ -603,6 +608,7 @@ pub(crate) fn payload_names(catalog: &Catalog) -> HashSet<String> {
 /// Builds [`Update`] objects with their state, children first for bundles.
 struct Builder<'d, 'a> {
     agent: &'d Agent,
+    catalog: &'d Arc<Catalog>,
     detection: &'d Detection<'a>,
     snapshot: &'d StoreSnapshot,
     payloads: HashSet<String>,
@@ -610,7 +616,7 @@ struct Builder<'d, 'a> {
 
 impl Builder<'_, '_> {
     fn update(&self, index: usize) -> Arc<Update> {
-        let catalog = &self.agent.catalog;
+        let catalog = self.catalog;
         let def = &catalog.updates()[index];
         let bundled = def
             .bundled_updates
@@ -634,6 +640,7 @@ impl Builder<'_, '_> {
             state,
             bundled,
             Some(self.agent.store.clone()),
+            Some(catalog.clone()),
         ))
     }
 }
@@ -642,6 +649,7 @@ impl Builder<'_, '_> {
 /// reasons; otherwise the session's cached detection answers are used.
 pub(crate) fn run(
     agent: &Agent,
+    catalog: &Arc<Catalog>,
     criteria: &Criteria,
     options: &Options,
     abort: &AtomicBool,
@@ -649,20 +657,20 @@ pub(crate) fn run(
     let snapshot = agent.store.snapshot()?;
     let detection = if options.explain {
         Detection::Live(Box::new(Detector::new(
-            &agent.catalog,
+            catalog,
             &snapshot.installed,
             Machine::new(&agent.config.root),
         )))
     } else {
-        Detection::Cached(cached_detection(agent, &snapshot))
+        Detection::Cached(cached_detection(agent, catalog, &snapshot))
     };
     let builder = Builder {
         agent,
+        catalog,
         detection: &detection,
         snapshot: &snapshot,
-        payloads: payload_names(&agent.catalog),
+        payloads: payload_names(catalog),
     };
-    let catalog = &agent.catalog;
     let relations = catalog.relations();
 
     // Decisions before supersedence; `None` means a candidate.
@@ -806,16 +814,17 @@ pub(crate) fn run(
 
 /// Every update of the catalog with its state, in publication order (bundled parts and updates
 /// that do not apply included).
-pub(crate) fn all_updates(agent: &Agent) -> Result<Vec<Arc<Update>>> {
+pub(crate) fn all_updates(agent: &Agent, catalog: &Arc<Catalog>) -> Result<Vec<Arc<Update>>> {
     let snapshot = agent.store.snapshot()?;
-    let detection = Detection::Cached(cached_detection(agent, &snapshot));
+    let detection = Detection::Cached(cached_detection(agent, catalog, &snapshot));
     let builder = Builder {
         agent,
+        catalog,
         detection: &detection,
         snapshot: &snapshot,
-        payloads: payload_names(&agent.catalog),
+        payloads: payload_names(catalog),
     };
-    Ok((0..agent.catalog.updates().len())
+    Ok((0..catalog.updates().len())
         .map(|index| builder.update(index))
         .collect())
 }
@@ -823,13 +832,17 @@ pub(crate) fn all_updates(agent: &Agent) -> Result<Vec<Arc<Update>>> {
 /// Checks again, just before installing, that the update applies to the machine as it is now
 /// (an earlier update of the same job may have been its prerequisite). `Ok(None)` when it
 /// applies; otherwise the reason.
-pub(crate) fn check_applies(agent: &Agent, def: &UpdateDefinition) -> Result<Option<String>> {
+pub(crate) fn check_applies(
+    agent: &Agent,
+    catalog: &Catalog,
+    def: &UpdateDefinition,
+) -> Result<Option<String>> {
     if def.applicability.is_installable.is_none() {
         return Ok(None);
     }
     let snapshot = agent.store.snapshot()?;
     let detector = Detector::new(
-        &agent.catalog,
+        catalog,
         &snapshot.installed,
         Machine::new(&agent.config.root),
     );

@@ -32,6 +32,7 @@ use crate::install::{CleanUp, NoCallback};
 use crate::model::{
     Category, OperationResultCode, SearchScope, UpdateCollection, UpdateExceptionContext,
 };
+use crate::service::ServerSelection;
 use crate::session::{Agent, next_object_id};
 use crate::store::UpdateHistoryEntry;
 
@@ -222,6 +223,8 @@ pub struct UpdateSearcher {
     include_potentially_superseded_updates: bool,
     online: bool,
     search_scope: SearchScope,
+    server_selection: ServerSelection,
+    service_id: String,
 }
 
 impl UpdateSearcher {
@@ -233,6 +236,8 @@ impl UpdateSearcher {
             include_potentially_superseded_updates: false,
             online: true,
             search_scope: SearchScope::Default,
+            server_selection: ServerSelection::Default,
+            service_id: String::new(),
         }
     }
 
@@ -257,9 +262,10 @@ impl UpdateSearcher {
         self.include_potentially_superseded_updates = include;
     }
 
-    /// `Online`: whether the search may go to the update service. Default true. The catalog is
-    /// a local directory, so a search reads it either way; the value is kept for sources that
-    /// need the network.
+    /// `Online`: whether the search goes to the update service. Default true: the service's
+    /// signed metadata is refreshed first (and a failure to verify it fails the search). With
+    /// false, the newest verified metadata is checked again and used, and the service is not
+    /// contacted. A catalog directory is read the same way either way.
     pub fn online(&self) -> bool {
         self.online
     }
@@ -267,6 +273,27 @@ impl UpdateSearcher {
     /// Sets `Online`.
     pub fn set_online(&mut self, online: bool) {
         self.online = online;
+    }
+
+    /// `ServerSelection`: which service searches use (DIGEST §5.4; see [`ServerSelection`]).
+    pub fn server_selection(&self) -> ServerSelection {
+        self.server_selection
+    }
+
+    /// Sets `ServerSelection`.
+    pub fn set_server_selection(&mut self, selection: ServerSelection) {
+        self.server_selection = selection;
+    }
+
+    /// `ServiceID`: the service searched when `ServerSelection` is `Others`
+    /// (`iupdatesearcher-get_serviceid`); ignored otherwise. Empty until set.
+    pub fn service_id(&self) -> &str {
+        &self.service_id
+    }
+
+    /// Sets `ServiceID` (a registered service's id; wua also accepts its name).
+    pub fn set_service_id(&mut self, service_id: impl Into<String>) {
+        self.service_id = service_id.into();
     }
 
     /// `CanAutomaticallyUpgradeService`: always false; wua does not upgrade itself from a search.
@@ -333,6 +360,9 @@ impl UpdateSearcher {
             include_superseded: self.include_potentially_superseded_updates,
             scope: self.search_scope,
             explain,
+            online: self.online,
+            server_selection: self.server_selection,
+            service_id: self.service_id.clone(),
         }
     }
 
@@ -451,6 +481,9 @@ struct SearchOptions {
     include_superseded: bool,
     scope: SearchScope,
     explain: bool,
+    online: bool,
+    server_selection: ServerSelection,
+    service_id: String,
 }
 
 fn run_search(
@@ -459,6 +492,8 @@ fn run_search(
     options: &SearchOptions,
     abort: &AtomicBool,
 ) -> Result<(SearchResult, Vec<Explanation>)> {
+    // The source first: an unknown service is an error whatever the scope.
+    let source = agent.resolve_source(options.server_selection, Some(&options.service_id))?;
     match options.scope {
         SearchScope::Default | SearchScope::MachineOnly => {}
         // wua has no per-user updates: the current user's scope is valid and empty.
@@ -467,7 +502,7 @@ fn run_search(
                 SearchResult {
                     result_code: OperationResultCode::Succeeded,
                     updates: UpdateCollection::read_only_from(Vec::new()),
-                    root_categories: root_categories(agent),
+                    root_categories: Vec::new(),
                     warnings: Vec::new(),
                 },
                 Vec::new(),
@@ -482,8 +517,10 @@ fn run_search(
             ));
         }
     }
+    let catalog = agent.catalog(source.as_ref(), options.online)?;
     let outcome = engine::run(
         agent,
+        &catalog,
         criteria,
         &engine::Options {
             include_superseded: options.include_superseded,
@@ -502,13 +539,9 @@ fn run_search(
         SearchResult {
             result_code,
             updates: UpdateCollection::read_only_from(outcome.updates),
-            root_categories: root_categories(agent),
+            root_categories: catalog.relations().categories.clone(),
             warnings: outcome.warnings,
         },
         outcome.explanations,
     ))
-}
-
-fn root_categories(agent: &Agent) -> Vec<Category> {
-    agent.catalog.relations().categories.clone()
 }

@@ -321,11 +321,9 @@ impl Env {
     /// The payload archive of the update with this title, in the built catalog.
     pub fn payload_path(&self, title: &str) -> PathBuf {
         let session = self.session();
-        let def = session
-            .catalog()
-            .find(self.id(title))
-            .expect("update in catalog");
-        session.catalog().payload_path(&def.payload)
+        let catalog = session.catalog().unwrap();
+        let def = catalog.find(self.id(title)).expect("update in catalog");
+        catalog.payload_path(&def.payload)
     }
 
     /// Everything under the root (see [`snapshot`]).
