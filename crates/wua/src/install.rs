@@ -1207,6 +1207,9 @@ impl Worker {
             }
             Failure::Failed { error, unmapped } => {
                 tracing::warn!("{operation} of {} failed: {error}", update.title());
+                if hresult == WU_E_UH_NEEDANOTHERDOWNLOAD {
+                    self.evict_damaged_payload(update);
+                }
                 self.record_failure(
                     update,
                     operation,
@@ -1215,6 +1218,25 @@ impl Worker {
                     OperationResultCode::Failed,
                 )
             }
+        }
+    }
+
+    /// A payload in the download cache that no longer matches its signed digest (damaged
+    /// after it was verified: disk error, power cut) is removed, so `IsDownloaded` turns
+    /// false and the next download fetches it again. A catalog directory's own files are the
+    /// publisher's and stay.
+    fn evict_damaged_payload(&self, update: &Update) {
+        let Some(catalog) = update.catalog().filter(|c| c.origin().is_some()) else {
+            return;
+        };
+        let path = catalog.payload_path(update.payload());
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                "removed the damaged payload {} from the download cache; download it again",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove the damaged payload {}: {e}", path.display()),
         }
     }
 

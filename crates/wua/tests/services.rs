@@ -253,3 +253,66 @@ fn a_catalog_directory_session_still_searches_its_directory_by_default() {
     assert!(found.updates.iter().all(|u| u.service_id().is_none()));
     assert!(found.updates.iter().all(|u| u.is_downloaded()));
 }
+
+#[test]
+fn a_payload_damaged_in_the_cache_is_evicted_and_downloaded_again() {
+    let s = Setup::new();
+    let session = s.session();
+    s.add(&session, "corp");
+    let found = session.create_update_searcher().search("").unwrap();
+    let mut downloader = session.create_update_downloader();
+    downloader.set_updates(&found.updates);
+    downloader.download().unwrap();
+    let alpha = session
+        .create_update_searcher()
+        .search(&format!("UpdateID = '{}'", s.env.id("Alpha")))
+        .unwrap();
+    let alpha = alpha.updates.get(0).unwrap().clone();
+    assert!(alpha.is_downloaded());
+    // Damage it after verification: same length, other bytes.
+    let cached = alpha.catalog().unwrap().payload_path(alpha.payload());
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&cached, &bytes).unwrap();
+
+    let mut one = wua::UpdateCollection::new();
+    one.add(alpha.clone()).unwrap();
+    let mut installer = session.create_update_installer();
+    installer.set_updates(&one);
+    let result = installer.install().unwrap();
+    assert_eq!(
+        result.update_results[0].hresult,
+        WU_E_UH_NEEDANOTHERDOWNLOAD
+    );
+    assert!(!cached.exists(), "the damaged file left the cache");
+    assert!(!s.env.in_root("opt/alpha").exists());
+
+    let again = session
+        .create_update_searcher()
+        .search(&format!("UpdateID = '{}'", s.env.id("Alpha")))
+        .unwrap();
+    assert!(!again.updates.get(0).unwrap().is_downloaded());
+    let mut downloader = session.create_update_downloader();
+    downloader.set_updates(&again.updates);
+    assert_eq!(
+        downloader.download().unwrap().result_code,
+        OperationResultCode::Succeeded
+    );
+    let mut installer = session.create_update_installer();
+    installer.set_updates(
+        &session
+            .create_update_searcher()
+            .search(&format!("UpdateID = '{}'", s.env.id("Alpha")))
+            .unwrap()
+            .updates,
+    );
+    assert_eq!(
+        installer.install().unwrap().result_code,
+        OperationResultCode::Succeeded
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.env.in_root("opt/alpha")).unwrap(),
+        "a"
+    );
+}

@@ -1282,3 +1282,24 @@ fn a_payload_the_targets_metadata_does_not_list_is_never_downloaded_or_installed
         .collect();
     assert!(root.is_empty(), "nothing installed: {root:?}");
 }
+
+#[test]
+fn a_signed_catalog_wua_cannot_read_is_refused_and_not_stored() {
+    let repo = Repo::new();
+    repo.publish(1);
+    let client = Client::directory(&repo);
+    client.refresh().unwrap();
+    let before = client.stored();
+    // The publisher signs a catalog.json that is not a wua catalog.
+    repo.set_catalog(b"{\"format\": \"something else\"}");
+    repo.publish(2);
+    let err = client.refresh().unwrap_err();
+    assert_eq!(err.hresult(), WU_E_INVALID_FILE, "{err}");
+    assert!(err.to_string().contains("republish"), "{err}");
+    assert_eq!(
+        client.stored(),
+        before,
+        "the readable catalog and its metadata stay"
+    );
+    assert!(client.load_trusted().unwrap().is_some());
+}

@@ -258,6 +258,20 @@ pub fn refresh(
         Ok::<_, Error>((trusted, verified, catalog))
     })??;
 
+    if let Some(catalog) = &catalog {
+        // Signed is not the same as readable: a catalog this wua cannot read is refused here,
+        // before it replaces the one every later command reads.
+        let bytes = fs::read(catalog.path()).at("cannot read", catalog.path())?;
+        crate::catalog::parse_catalog(catalog.path(), &bytes).map_err(|e| {
+            Error::code(
+                e.hresult(),
+                format!(
+                    "the service {} publishes a signed catalog.json that wua cannot read, so it was not stored: {e}; ask its publisher to republish it (`wua catalog verify` checks a catalog)",
+                    service.name
+                ),
+            )
+        })?;
+    }
     work.write_verified(&verified)?;
     // The catalog first: after a crash between the two, a first refresh looks never done
     // (no datastore), and a later one leaves a catalog that `load_trusted` refuses until the
