@@ -7,19 +7,18 @@
 //! choice is written where it is made.
 //!
 //! Threads: each job runs on its own worker thread; its callbacks run on a second thread, the
-//! job's dispatcher, which holds no engine lock. A panicking callback is caught and logged; the
-//! job goes on. After [`InstallationJob::clean_up`] returns, no callback of that job runs.
+//! job's dispatcher (the `job` module's machinery), which holds no engine lock. A panicking
+//! callback is caught and logged; the job goes on. After [`InstallationJob::clean_up`] returns,
+//! no callback of that job runs.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::task::{Context as TaskContext, Poll, Waker};
-use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::thread;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -27,6 +26,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::handlers::{self, Failure};
 use crate::hresult::*;
+use crate::job::{self, Deliver, Event, Job, JobKind, Reporter};
 use crate::lock::InstallLock;
 use crate::model::{
     InstallationImpact, InstallationRebootBehavior, OperationResultCode, Update, UpdateCollection,
@@ -240,36 +240,36 @@ impl CleanUp {
     }
 }
 
-struct Callbacks<S> {
-    progress: Box<dyn InstallationProgressChangedCallback<S>>,
-    completed: Box<dyn InstallationCompletedCallback<S>>,
-}
-
-enum Event {
-    Progress(InstallationProgress),
-    Completed,
-}
-
-struct JobState {
-    progress: InstallationProgress,
-    result: Option<InstallationResult>,
-    ended: bool,
-    wakers: Vec<Waker>,
-}
-
-struct JobInner<S> {
-    async_state: S,
-    installer_id: u64,
+/// What an installation job adds to [`crate::job`]'s machinery.
+struct InstallKind {
     operation: UpdateOperation,
     updates: UpdateCollection,
-    abort: AtomicBool,
-    completed: AtomicBool,
-    state: Mutex<JobState>,
-    completion: Condvar,
-    callbacks: Mutex<Option<Callbacks<S>>>,
-    dispatcher: Mutex<Option<ThreadId>>,
-    dispatcher_handle: Mutex<Option<thread::JoinHandle<()>>>,
-    release_after_callback: AtomicBool,
+}
+
+impl JobKind for InstallKind {
+    type Progress = InstallationProgress;
+    type Output = InstallationResult;
+
+    /// The worker ended without completing the job (a bug): the updates it had not finished
+    /// failed with `WU_E_UNEXPECTED`.
+    fn abandoned(&self, progress: &InstallationProgress) -> InstallationResult {
+        InstallationResult::aggregate(
+            progress
+                .update_results
+                .iter()
+                .map(|r| match r.result_code {
+                    OperationResultCode::NotStarted | OperationResultCode::InProgress => {
+                        UpdateInstallationResult {
+                            hresult: WU_E_UNEXPECTED,
+                            reboot_required: false,
+                            result_code: OperationResultCode::Failed,
+                        }
+                    }
+                    _ => *r,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// `IInstallationJob`: a running or finished asynchronous install or uninstall.
@@ -278,13 +278,13 @@ struct JobInner<S> {
 /// `begin_install`/`begin_uninstall` lives as long as the job (DIGEST §10.22: Rust's ownership
 /// takes the place of `EndInstall` releasing the VARIANT).
 pub struct InstallationJob<S> {
-    inner: Arc<JobInner<S>>,
+    core: Job<S, InstallKind>,
 }
 
 impl<S> Clone for InstallationJob<S> {
     fn clone(&self) -> Self {
         InstallationJob {
-            inner: self.inner.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -292,89 +292,64 @@ impl<S> Clone for InstallationJob<S> {
 impl<S> fmt::Debug for InstallationJob<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstallationJob")
-            .field("operation", &self.inner.operation)
-            .field("updates", &self.inner.updates.len())
+            .field("operation", &self.core.kind().operation)
+            .field("updates", &self.core.kind().updates.len())
             .field("is_completed", &self.is_completed())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Engine code never panics while holding these locks and callbacks run outside them, but a
-    // poisoned lock must not take the agent down with it: the data is still consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<S> InstallationJob<S> {
     /// `AsyncState`: the state the caller passed to `begin_install`/`begin_uninstall`, exactly
     /// as given (`iinstallationjob-get_asyncstate`).
     pub fn async_state(&self) -> &S {
-        &self.inner.async_state
+        self.core.async_state()
     }
 
     /// `IsCompleted`: the operation has been completely processed. True before the completion
     /// callback runs.
     pub fn is_completed(&self) -> bool {
-        self.inner.completed.load(Ordering::Acquire)
+        self.core.is_completed()
     }
 
     /// `Updates`: a read-only collection of the job's updates, in the order results use.
     pub fn updates(&self) -> &UpdateCollection {
-        &self.inner.updates
+        &self.core.kind().updates
     }
 
     /// Whether this job installs or uninstalls.
     pub fn operation(&self) -> UpdateOperation {
-        self.inner.operation
+        self.core.kind().operation
     }
 
     /// `GetProgress()`: a snapshot of the progress now.
     pub fn get_progress(&self) -> InstallationProgress {
-        lock(&self.inner.state).progress.clone()
+        self.core.get_progress()
     }
 
     /// `RequestAbort()`: asks the job to stop. Idempotent and harmless after completion. The
     /// update being processed is rolled back (a running command is killed), updates not yet
     /// reached are not touched, and the result is `Aborted` (DIGEST §10.4).
     pub fn request_abort(&self) {
-        self.inner.abort.store(true, Ordering::Release);
+        self.core.request_abort();
     }
 
     /// Blocks until the job has completed.
     pub fn wait(&self) {
-        let mut state = lock(&self.inner.state);
-        while state.result.is_none() {
-            state = self
-                .inner
-                .completion
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.core.wait();
     }
 
     /// Blocks until the job has completed or `timeout` passed; true if it completed. WUA has no
     /// time-out of its own ("Guidelines for Asynchronous WUA Operations"): this is the caller's.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.inner.state);
-        while state.result.is_none() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .inner
-                .completion
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        self.core.wait_timeout(timeout)
     }
 
     /// A future that resolves when the job has completed; works with any executor.
     pub fn completion(&self) -> Completion<S> {
-        Completion { job: self.clone() }
+        Completion {
+            inner: self.core.completion(),
+        }
     }
 
     /// `CleanUp()`: waits for the job to complete and for the callbacks already due (the
@@ -382,58 +357,19 @@ impl<S> InstallationJob<S> {
     /// job runs after it returns (`iinstallationjob-cleanup`). Called from inside one of the
     /// job's own callbacks it cannot wait, and returns [`CleanUp::MarkedForDisconnect`].
     pub fn clean_up(&self) -> CleanUp {
-        if *lock(&self.inner.dispatcher) == Some(thread::current().id()) {
-            self.inner
-                .release_after_callback
-                .store(true, Ordering::Release);
-            return CleanUp::MarkedForDisconnect;
-        }
-        self.wait();
-        // Callbacks queued before completion (the last progress reports and the completion
-        // callback) are delivered, not dropped: the dispatcher ends once it has run them. The
-        // handle's lock is held while joining, so a concurrent clean_up on a clone of this job
-        // waits here too instead of releasing the callbacks before they have run.
-        let mut dispatcher = lock(&self.inner.dispatcher_handle);
-        if let Some(handle) = dispatcher.take() {
-            let _ = handle.join();
-        }
-        drop(dispatcher);
-        // Taking the lock waits for a callback in flight; afterwards none can start.
-        lock(&self.inner.callbacks).take();
-        CleanUp::Released
-    }
-
-    fn take_result_once(&self) -> Result<InstallationResult> {
-        self.wait();
-        let mut state = lock(&self.inner.state);
-        if state.ended {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                "this job was already ended; End* may be called once per job",
-            ));
-        }
-        state.ended = true;
-        Ok(state.result.clone().expect("waited for completion"))
+        self.core.clean_up()
     }
 }
 
 /// The future returned by [`InstallationJob::completion`].
 pub struct Completion<S> {
-    job: InstallationJob<S>,
+    inner: job::Completion<S, InstallKind>,
 }
 
 impl<S> Future for Completion<S> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let mut state = lock(&self.job.inner.state);
-        if state.result.is_some() {
-            Poll::Ready(())
-        } else {
-            if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                state.wakers.push(cx.waker().clone());
-            }
-            Poll::Pending
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
 
@@ -602,13 +538,7 @@ impl UpdateInstaller {
         job: &InstallationJob<S>,
         operation: UpdateOperation,
     ) -> Result<InstallationResult> {
-        if job.inner.installer_id != self.id {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                "this job was started by another installer; end it with the installer that began it",
-            ));
-        }
-        if job.inner.operation != operation {
+        if job.core.owner() == self.id && job.operation() != operation {
             let (wrong, right) = match operation {
                 UpdateOperation::Installation => ("end_install", "end_uninstall"),
                 UpdateOperation::Uninstallation => ("end_uninstall", "end_install"),
@@ -618,7 +548,11 @@ impl UpdateInstaller {
                 format!("{wrong} was given a job of the other kind; call {right} for it"),
             ));
         }
-        job.take_result_once()
+        job.core.end_with(
+            self.id,
+            "this job was started by another installer; end it with the installer that began it",
+            "this job was already ended; End* may be called once per job",
+        )
     }
 
     /// Takes the agent-wide install lock if it is free (`Ok(None)` when it is held).
@@ -682,55 +616,37 @@ impl UpdateInstaller {
             ));
         }
         let n = updates.len();
-        let inner = Arc::new(JobInner {
-            async_state: state,
-            installer_id: self.id,
-            operation,
-            updates,
-            abort: AtomicBool::new(false),
-            completed: AtomicBool::new(false),
-            state: Mutex::new(JobState {
-                progress: InstallationProgress {
-                    current_update_index: 0,
-                    current_update_percent_complete: 0,
-                    percent_complete: 0,
-                    update_results: vec![UpdateInstallationResult::NOT_STARTED; n],
-                },
-                result: None,
-                ended: false,
-                wakers: Vec::new(),
-            }),
-            completion: Condvar::new(),
-            callbacks: Mutex::new(Some(Callbacks {
-                progress: Box::new(on_progress),
-                completed: Box::new(on_completed),
-            })),
-            dispatcher: Mutex::new(None),
-            dispatcher_handle: Mutex::new(None),
-            release_after_callback: AtomicBool::new(false),
+        let progress = InstallationProgress {
+            current_update_index: 0,
+            current_update_percent_complete: 0,
+            percent_complete: 0,
+            update_results: vec![UpdateInstallationResult::NOT_STARTED; n],
+        };
+        let kind = InstallKind { operation, updates };
+        let (mut on_progress, mut on_completed) = (on_progress, on_completed);
+        let deliver: Deliver<S, InstallKind> = Box::new(move |core, event| {
+            let job = InstallationJob { core: core.clone() };
+            match event {
+                Event::Progress(progress) => {
+                    on_progress.invoke(&job, &InstallationProgressChangedCallbackArgs { progress })
+                }
+                Event::Completed => {
+                    on_completed.invoke(&job, &InstallationCompletedCallbackArgs {})
+                }
+            }
         });
-        let job = InstallationJob { inner };
-        let (events, receiver) = mpsc::channel();
-        let dispatcher_job = job.clone();
-        let dispatcher = thread::Builder::new()
-            .name("wua-callbacks".into())
-            .spawn(move || dispatch(dispatcher_job, receiver))
-            .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
-        *lock(&job.inner.dispatcher) = Some(dispatcher.thread().id());
-        *lock(&job.inner.dispatcher_handle) = Some(dispatcher);
+        let (core, reporter) = Job::start(state, self.id, kind, progress, deliver)?;
         let worker = Worker {
             agent: self.agent.clone(),
             client_application_id: self.client_application_id.clone(),
             is_forced: self.is_forced,
             force_quiet: self.force_quiet,
-            events,
         };
-        let worker_job = job.clone();
         thread::Builder::new()
             .name(format!("wua-{verb}"))
-            .spawn(move || worker.run(worker_job, lock_file))
+            .spawn(move || worker.run(reporter, lock_file))
             .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
-        Ok(job)
+        Ok(InstallationJob { core })
     }
 }
 
@@ -760,47 +676,19 @@ fn check_exclusive(updates: &UpdateCollection, operation: UpdateOperation) -> Re
     }
 }
 
-/// Delivers a job's callbacks, in order, on the dispatcher thread.
-fn dispatch<S: 'static>(job: InstallationJob<S>, events: mpsc::Receiver<Event>) {
-    for event in events {
-        let mut slot = lock(&job.inner.callbacks);
-        let Some(callbacks) = slot.as_mut() else {
-            continue;
-        };
-        let completed = matches!(event, Event::Completed);
-        let outcome = catch_unwind(AssertUnwindSafe(|| match event {
-            Event::Progress(progress) => callbacks
-                .progress
-                .invoke(&job, &InstallationProgressChangedCallbackArgs { progress }),
-            Event::Completed => callbacks
-                .completed
-                .invoke(&job, &InstallationCompletedCallbackArgs {}),
-        }));
-        if outcome.is_err() {
-            tracing::error!("an installation callback panicked; the job goes on");
-        }
-        // After completion nothing more can be delivered: release the callbacks (and what they
-        // hold, which may be this job) without waiting for clean_up.
-        if completed || job.inner.release_after_callback.load(Ordering::Acquire) {
-            *slot = None;
-        }
-    }
-}
-
 struct Worker {
     agent: Arc<Agent>,
     client_application_id: String,
     is_forced: bool,
     force_quiet: bool,
-    events: mpsc::Sender<Event>,
 }
 
 impl Worker {
-    fn run<S>(self, job: InstallationJob<S>, lock_file: InstallLock) {
-        let inner = &job.inner;
-        let n = inner.updates.len();
-        for (index, update) in inner.updates.iter().enumerate() {
-            if inner.abort.load(Ordering::Acquire) {
+    fn run<S>(self, job: Reporter<S, InstallKind>, lock_file: InstallLock) {
+        let kind = job.job().kind();
+        let n = kind.updates.len();
+        for (index, update) in kind.updates.iter().enumerate() {
+            if job.job().abort_requested() {
                 break;
             }
             self.set_progress(&job, |p| {
@@ -815,47 +703,42 @@ impl Worker {
                 p.percent_complete = percent(index + 1, 0, n);
             });
         }
-        let aborted = inner.abort.load(Ordering::Acquire);
-        let mut state = lock(&inner.state);
-        for r in &mut state.progress.update_results {
-            if r.result_code == OperationResultCode::NotStarted && aborted {
-                *r = UpdateInstallationResult {
-                    hresult: WU_E_CALL_CANCELLED,
-                    reboot_required: false,
-                    result_code: OperationResultCode::Aborted,
-                };
-            }
-        }
-        let result = InstallationResult::aggregate(state.progress.update_results.clone());
-        // Release the install lock before reporting completion, so a caller that sees the job
-        // completed can start the next one at once.
-        drop(lock_file);
-        state.result = Some(result);
-        let wakers = std::mem::take(&mut state.wakers);
-        inner.completed.store(true, Ordering::Release);
-        drop(state);
-        inner.completion.notify_all();
-        for waker in wakers {
-            waker.wake();
-        }
-        let _ = self.events.send(Event::Completed);
+        let aborted = job.job().abort_requested();
+        let result = Cell::new(None);
+        job.complete(
+            |progress| {
+                for r in &mut progress.update_results {
+                    if r.result_code == OperationResultCode::NotStarted && aborted {
+                        *r = UpdateInstallationResult {
+                            hresult: WU_E_CALL_CANCELLED,
+                            reboot_required: false,
+                            result_code: OperationResultCode::Aborted,
+                        };
+                    }
+                }
+                result.set(Some(InstallationResult::aggregate(
+                    progress.update_results.clone(),
+                )));
+            },
+            || {
+                // Release the install lock before reporting completion, so a caller that sees
+                // the job completed can start the next one at once.
+                drop(lock_file);
+                result.take().expect("set with the final progress")
+            },
+        );
     }
 
     fn set_progress<S>(
         &self,
-        job: &InstallationJob<S>,
+        job: &Reporter<S, InstallKind>,
         change: impl FnOnce(&mut InstallationProgress),
     ) {
-        let snapshot = {
-            let mut state = lock(&job.inner.state);
-            let before = state.progress.clone();
-            change(&mut state.progress);
-            if state.progress == before {
-                return;
-            }
-            state.progress.clone()
-        };
-        let _ = self.events.send(Event::Progress(snapshot));
+        job.update(|progress| {
+            let before = progress.clone();
+            change(progress);
+            *progress != before
+        });
     }
 
     /// Installs or uninstalls one update of the job and records the outcome. A bundle is its
@@ -866,11 +749,11 @@ impl Worker {
     /// parts were all already done reports `WU_S_ALREADY_INSTALLED`/`_UNINSTALLED`.
     fn process<S>(
         &self,
-        job: &InstallationJob<S>,
+        job: &Reporter<S, InstallKind>,
         index: usize,
         update: &Update,
     ) -> UpdateInstallationResult {
-        let operation = job.inner.operation;
+        let operation = job.job().kind().operation;
         let mut parts: Vec<&Update> = Vec::new();
         let bundled = update.bundled_updates();
         match operation {
@@ -942,7 +825,7 @@ impl Worker {
         // Whether every part was already as wanted (WU_S_ALREADY_INSTALLED/_UNINSTALLED).
         let mut nothing_done = true;
         for (k, part) in parts.iter().enumerate() {
-            if k > 0 && job.inner.abort.load(Ordering::Acquire) {
+            if k > 0 && job.job().abort_requested() {
                 return self.record_failure(
                     update,
                     operation,
@@ -1017,13 +900,13 @@ impl Worker {
     /// number of parts, which share the update's progress range).
     fn process_part<S>(
         &self,
-        job: &InstallationJob<S>,
+        job: &Reporter<S, InstallKind>,
         index: usize,
         update: &Update,
         part: (usize, usize),
     ) -> UpdateInstallationResult {
-        let operation = job.inner.operation;
-        let n = job.inner.updates.len();
+        let operation = job.job().kind().operation;
+        let n = job.job().kind().updates.len();
         let behavior = match operation {
             UpdateOperation::Installation => update.installation_behavior(),
             UpdateOperation::Uninstallation => update.uninstallation_behavior(),
@@ -1106,7 +989,7 @@ impl Worker {
             root: &self.agent.config.root,
             state_dir: &self.agent.config.state_dir,
             store,
-            abort: &job.inner.abort,
+            abort: job.job().abort_flag(),
             progress: &mut report,
         };
         let date = Timestamp::now();

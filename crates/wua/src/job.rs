@@ -181,10 +181,20 @@ impl<S, K: JobKind> Job<S, K> {
         self.inner.completed.load(Ordering::Acquire)
     }
 
+    /// The id of the object that started the job (whose `End*` may end it).
+    pub(crate) fn owner(&self) -> u64 {
+        self.inner.owner
+    }
+
     /// Whether `RequestAbort` was called (for workers that poll, as installs do).
-    #[allow(dead_code)]
     pub(crate) fn abort_requested(&self) -> bool {
         self.inner.abort.load(Ordering::Acquire)
+    }
+
+    /// The abort flag itself, for workers that hand it to code polling an `AtomicBool` (the
+    /// search engine).
+    pub(crate) fn abort_flag(&self) -> &AtomicBool {
+        &self.inner.abort
     }
 
     /// `RequestAbort()`: idempotent, harmless after completion (DIGEST §10.4).
@@ -262,21 +272,25 @@ impl<S, K: JobKind> Job<S, K> {
     /// `WU_E_INVALID_OPERATION` (DIGEST §10.2, §10.3). `what` names the call for messages
     /// ("EndDownload").
     pub(crate) fn end(&self, owner: u64, what: &str) -> Result<K::Output> {
+        self.end_with(
+            owner,
+            &format!(
+                "{what} was given a job started by another object; end it with the object that began it"
+            ),
+            &format!("{what} was already called for this job; it may be called once per job"),
+        )
+    }
+
+    /// [`Self::end`] with the kind's own messages: `foreign` for a job another object started,
+    /// `again` for a second call.
+    pub(crate) fn end_with(&self, owner: u64, foreign: &str, again: &str) -> Result<K::Output> {
         if self.inner.owner != owner {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                format!(
-                    "{what} was given a job started by another object; end it with the object that began it"
-                ),
-            ));
+            return Err(Error::code(WU_E_INVALID_OPERATION, foreign));
         }
         self.wait();
         let mut state = lock(&self.inner.state);
         if state.ended {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                format!("{what} was already called for this job; it may be called once per job"),
-            ));
+            return Err(Error::code(WU_E_INVALID_OPERATION, again));
         }
         state.ended = true;
         Ok(state.result.take().expect("a completed job has a result"))

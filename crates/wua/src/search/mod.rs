@@ -5,19 +5,20 @@
 //! for each decision; this module is the WUA-shaped face: synchronous [`UpdateSearcher::search`]
 //! and the asynchronous [`UpdateSearcher::begin_search`] / [`UpdateSearcher::end_search`] pair.
 //!
-//! A search job runs on a thread of its own; its completion callback runs on that thread once
-//! the result is stored, outside every engine lock. A panicking callback is caught and logged.
-//! After [`SearchJob::clean_up`] returns, the callback does not run.
+//! A search job runs on a thread of its own, over the `job` module's machinery: its completion
+//! callback runs on the job's dispatcher thread once the result is stored, outside every engine
+//! lock. A panicking callback is caught and logged. After [`SearchJob::clean_up`] returns, the
+//! callback does not run.
 
 pub mod criteria;
 pub mod engine;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -25,10 +26,9 @@ pub use criteria::{Criteria, escape_string};
 pub use engine::{Explanation, Verdict};
 
 use crate::error::{Error, Result};
-use crate::hresult::{
-    E_INVALIDARG, HResult, WU_E_INVALID_OPERATION, WU_E_UNEXPECTED, WU_E_UNSUPPORTED_SEARCHSCOPE,
-};
+use crate::hresult::{E_INVALIDARG, HResult, WU_E_UNEXPECTED, WU_E_UNSUPPORTED_SEARCHSCOPE};
 use crate::install::{CleanUp, NoCallback};
+use crate::job::{Deliver, Event, Job, JobKind};
 use crate::model::{
     Category, OperationResultCode, SearchScope, UpdateCollection, UpdateExceptionContext,
 };
@@ -94,35 +94,39 @@ impl<S> SearchCompletedCallback<S> for NoCallback {
     fn invoke(&mut self, _: &SearchJob<S>, _: &SearchCompletedCallbackArgs) {}
 }
 
-struct JobState {
-    result: Option<Result<SearchResult>>,
-    completed: bool,
-    ended: bool,
+/// What a search job adds to [`crate::job`]'s machinery: its criteria. A search reports no
+/// progress; its result is `EndSearch`'s, the criteria's parse error among them.
+struct SearchKind {
+    criteria: String,
 }
 
-struct JobInner<S> {
-    async_state: S,
-    searcher_id: u64,
-    criteria: String,
-    abort: AtomicBool,
-    completed: AtomicBool,
-    state: Mutex<JobState>,
-    completion: Condvar,
-    callback: Mutex<Option<Box<dyn SearchCompletedCallback<S>>>>,
-    worker: Mutex<Option<thread::JoinHandle<()>>>,
-    worker_id: Mutex<Option<ThreadId>>,
+impl JobKind for SearchKind {
+    type Progress = ();
+    type Output = Result<SearchResult>;
+
+    fn abandoned(&self, _: &()) -> Result<SearchResult> {
+        Err(internal_error())
+    }
+}
+
+/// The error of a search whose engine panicked.
+fn internal_error() -> Error {
+    Error::code(
+        WU_E_UNEXPECTED,
+        "the search failed on an internal error (a bug in wua; please report it with the catalog)",
+    )
 }
 
 /// `ISearchJob`: a running or finished asynchronous search. Cheap to clone: clones are handles
 /// to the same job. The caller's state lives as long as the job (DIGEST §10.22).
 pub struct SearchJob<S> {
-    inner: Arc<JobInner<S>>,
+    core: Job<S, SearchKind>,
 }
 
 impl<S> Clone for SearchJob<S> {
     fn clone(&self) -> Self {
         SearchJob {
-            inner: self.inner.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -130,87 +134,50 @@ impl<S> Clone for SearchJob<S> {
 impl<S> fmt::Debug for SearchJob<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SearchJob")
-            .field("criteria", &self.inner.criteria)
+            .field("criteria", &self.core.kind().criteria)
             .field("is_completed", &self.is_completed())
             .finish()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<S> SearchJob<S> {
     /// `AsyncState`: the state given to `begin_search`, exactly as given.
     pub fn async_state(&self) -> &S {
-        &self.inner.async_state
+        self.core.async_state()
     }
 
     /// `IsCompleted`: the search has been completely processed. True before the completion
     /// callback runs.
     pub fn is_completed(&self) -> bool {
-        self.inner.completed.load(Ordering::Acquire)
+        self.core.is_completed()
     }
 
     /// The criteria string the search was started with.
     pub fn criteria(&self) -> &str {
-        &self.inner.criteria
+        &self.core.kind().criteria
     }
 
     /// `RequestAbort()`: asks the search to stop; idempotent, harmless after completion. An
     /// aborted search ends with `ResultCode = Aborted` and no updates.
     pub fn request_abort(&self) {
-        self.inner.abort.store(true, Ordering::Release);
+        self.core.request_abort();
     }
 
     /// Blocks until the search has completed.
     pub fn wait(&self) {
-        let mut state = lock(&self.inner.state);
-        while !state.completed {
-            state = self
-                .inner
-                .completion
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.core.wait();
     }
 
     /// Blocks until the search has completed or `timeout` passed; true if it completed.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.inner.state);
-        while !state.completed {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .inner
-                .completion
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        self.core.wait_timeout(timeout)
     }
 
     /// `CleanUp()`: waits for the search to complete and its completion callback to run, then
     /// releases the callback (`isearchjob-cleanup`). From inside the callback it cannot wait and
     /// returns [`CleanUp::MarkedForDisconnect`]; the callback is released when it returns.
     pub fn clean_up(&self) -> CleanUp {
-        if *lock(&self.inner.worker_id) == Some(thread::current().id()) {
-            return CleanUp::MarkedForDisconnect;
-        }
-        self.wait();
-        // The worker ends right after the callback; joining under the lock makes a concurrent
-        // clean_up on a clone wait too.
-        let mut worker = lock(&self.inner.worker);
-        if let Some(handle) = worker.take() {
-            let _ = handle.join();
-        }
-        drop(worker);
-        lock(&self.inner.callback).take();
-        CleanUp::Released
+        self.core.clean_up()
     }
 }
 
@@ -379,91 +346,48 @@ impl UpdateSearcher {
         S: Send + Sync + 'static,
         C: SearchCompletedCallback<S>,
     {
-        let inner = Arc::new(JobInner {
-            async_state: state,
-            searcher_id: self.id,
+        let kind = SearchKind {
             criteria: criteria.to_string(),
-            abort: AtomicBool::new(false),
-            completed: AtomicBool::new(false),
-            state: Mutex::new(JobState {
-                result: None,
-                completed: false,
-                ended: false,
-            }),
-            completion: Condvar::new(),
-            callback: Mutex::new(Some(Box::new(on_completed))),
-            worker: Mutex::new(None),
-            worker_id: Mutex::new(None),
+        };
+        let mut on_completed = on_completed;
+        let deliver: Deliver<S, SearchKind> = Box::new(move |core, event| match event {
+            // A search reports no progress.
+            Event::Progress(()) => {}
+            Event::Completed => on_completed.invoke(
+                &SearchJob { core: core.clone() },
+                &SearchCompletedCallbackArgs {},
+            ),
         });
-        let job = SearchJob { inner };
+        let (core, reporter) = Job::start(state, self.id, kind, (), deliver)?;
         let agent = self.agent.clone();
         let options = self.options(false);
-        let worker_job = job.clone();
-        // Hold the id lock while spawning so the worker cannot run its callback (and a
-        // clean_up inside it) before its id is known.
-        let mut worker_id = lock(&job.inner.worker_id);
-        let handle = thread::Builder::new()
+        thread::Builder::new()
             .name("wua-search".into())
             .spawn(move || {
-                let inner = &worker_job.inner;
+                let job = reporter.job();
                 // A panic in the engine must still complete the job, or end_search would wait
                 // for ever.
                 let result = catch_unwind(AssertUnwindSafe(|| {
-                    criteria::parse(&inner.criteria).and_then(|parsed| {
-                        run_search(&agent, &parsed, &options, &inner.abort).map(|(r, _)| r)
+                    criteria::parse(&job.kind().criteria).and_then(|parsed| {
+                        run_search(&agent, &parsed, &options, job.abort_flag()).map(|(r, _)| r)
                     })
                 }))
-                .unwrap_or_else(|_| {
-                    Err(Error::code(
-                        WU_E_UNEXPECTED,
-                        "the search failed on an internal error (a bug in wua; please report it with the catalog)",
-                    ))
-                });
-                let mut state = lock(&inner.state);
-                state.result = Some(result);
-                state.completed = true;
-                inner.completed.store(true, Ordering::Release);
-                drop(state);
-                inner.completion.notify_all();
-                let mut slot = lock(&inner.callback);
-                if let Some(callback) = slot.as_mut() {
-                    let outcome = catch_unwind(AssertUnwindSafe(|| {
-                        callback.invoke(&worker_job, &SearchCompletedCallbackArgs {})
-                    }));
-                    if outcome.is_err() {
-                        tracing::error!("a search completion callback panicked");
-                    }
-                }
-                // Nothing more will be delivered: release the callback (and what it holds).
-                *slot = None;
+                .unwrap_or_else(|_| Err(internal_error()));
+                reporter.complete(|_| {}, || result);
             })
             .map_err(|e| Error::code(WU_E_UNEXPECTED, format!("cannot start a thread: {e}")))?;
-        *worker_id = Some(handle.thread().id());
-        drop(worker_id);
-        *lock(&job.inner.worker) = Some(handle);
-        Ok(job)
+        Ok(SearchJob { core })
     }
 
     /// `EndSearch(job)`: waits for the job and returns its result (`iupdatesearcher-endsearch`):
     /// the criteria's `WU_E_INVALID_CRITERIA` if they were invalid; `WU_E_INVALID_OPERATION` if
     /// the job was already ended or was started by another searcher.
     pub fn end_search<S>(&self, job: &SearchJob<S>) -> Result<SearchResult> {
-        if job.inner.searcher_id != self.id {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                "this search job was started by another searcher; end it with the searcher that began it",
-            ));
-        }
-        job.wait();
-        let mut state = lock(&job.inner.state);
-        if state.ended {
-            return Err(Error::code(
-                WU_E_INVALID_OPERATION,
-                "EndSearch was already called for this job; it may be called once",
-            ));
-        }
-        state.ended = true;
-        state.result.take().expect("a completed job has a result")
+        job.core.end_with(
+            self.id,
+            "this search job was started by another searcher; end it with the searcher that began it",
+            "EndSearch was already called for this job; it may be called once",
+        )?
     }
 
     /// `QueryHistory(startIndex, count)`: newest first (`iupdatesearcher-queryhistory`).
