@@ -159,65 +159,19 @@ pub struct InstallationProgressChangedCallbackArgs {
 #[derive(Clone, Debug, Default)]
 pub struct InstallationCompletedCallbackArgs {}
 
-/// `IInstallationProgressChangedCallback`. Implemented by closures
-/// `FnMut(&InstallationJob<S>, &InstallationProgressChangedCallbackArgs) + Send`, by boxed trait
-/// objects, and by [`NoCallback`].
-pub trait InstallationProgressChangedCallback<S>: Send + 'static {
-    /// `Invoke`.
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs);
+crate::job::callback_trait! {
+    /// `IInstallationProgressChangedCallback`.
+    InstallationProgressChangedCallback(InstallationJob, InstallationProgressChangedCallbackArgs)
 }
 
-/// `IInstallationCompletedCallback`. Implemented by closures
-/// `FnMut(&InstallationJob<S>, &InstallationCompletedCallbackArgs) + Send`, by boxed trait
-/// objects, and by [`NoCallback`].
-pub trait InstallationCompletedCallback<S>: Send + 'static {
-    /// `Invoke`.
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs);
-}
-
-impl<S, F> InstallationProgressChangedCallback<S> for F
-where
-    F: FnMut(&InstallationJob<S>, &InstallationProgressChangedCallbackArgs) + Send + 'static,
-{
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs) {
-        self(job, args)
-    }
-}
-
-impl<S, F> InstallationCompletedCallback<S> for F
-where
-    F: FnMut(&InstallationJob<S>, &InstallationCompletedCallbackArgs) + Send + 'static,
-{
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs) {
-        self(job, args)
-    }
-}
-
-impl<S: 'static> InstallationProgressChangedCallback<S>
-    for Box<dyn InstallationProgressChangedCallback<S>>
-{
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationProgressChangedCallbackArgs) {
-        (**self).invoke(job, args)
-    }
-}
-
-impl<S: 'static> InstallationCompletedCallback<S> for Box<dyn InstallationCompletedCallback<S>> {
-    fn invoke(&mut self, job: &InstallationJob<S>, args: &InstallationCompletedCallbackArgs) {
-        (**self).invoke(job, args)
-    }
+crate::job::callback_trait! {
+    /// `IInstallationCompletedCallback`.
+    InstallationCompletedCallback(InstallationJob, InstallationCompletedCallbackArgs)
 }
 
 /// Passed for a callback the caller does not want (WUA's `NULL`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoCallback;
-
-impl<S> InstallationProgressChangedCallback<S> for NoCallback {
-    fn invoke(&mut self, _: &InstallationJob<S>, _: &InstallationProgressChangedCallbackArgs) {}
-}
-
-impl<S> InstallationCompletedCallback<S> for NoCallback {
-    fn invoke(&mut self, _: &InstallationJob<S>, _: &InstallationCompletedCallbackArgs) {}
-}
 
 /// What [`InstallationJob::clean_up`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

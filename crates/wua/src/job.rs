@@ -37,6 +37,45 @@ use crate::error::{Error, Result};
 use crate::hresult::{WU_E_INVALID_OPERATION, WU_E_UNEXPECTED};
 use crate::install::CleanUp;
 
+/// Declares a WUA callback interface (`IXxxCallback::Invoke(job, args)`) as a trait
+/// `Name<S>` with one `invoke` method, implemented by closures
+/// `FnMut(&Job<S>, &Args) + Send`, by boxed trait objects and by [`crate::install::NoCallback`]
+/// (WUA's `NULL`). One definition for every job kind, so they cannot drift apart.
+macro_rules! callback_trait {
+    ($(#[$doc:meta])* $name:ident($job:ident, $args:ty)) => {
+        $(#[$doc])*
+        ///
+        #[doc = concat!(
+            "Implemented by closures `FnMut(&", stringify!($job), "<S>, &", stringify!($args),
+            ") + Send`, by boxed trait objects, and by [`NoCallback`](crate::install::NoCallback)."
+        )]
+        pub trait $name<S>: Send + 'static {
+            /// `Invoke`.
+            fn invoke(&mut self, job: &$job<S>, args: &$args);
+        }
+
+        impl<S, F> $name<S> for F
+        where
+            F: FnMut(&$job<S>, &$args) + Send + 'static,
+        {
+            fn invoke(&mut self, job: &$job<S>, args: &$args) {
+                self(job, args)
+            }
+        }
+
+        impl<S: 'static> $name<S> for Box<dyn $name<S>> {
+            fn invoke(&mut self, job: &$job<S>, args: &$args) {
+                (**self).invoke(job, args)
+            }
+        }
+
+        impl<S> $name<S> for $crate::install::NoCallback {
+            fn invoke(&mut self, _: &$job<S>, _: &$args) {}
+        }
+    };
+}
+pub(crate) use callback_trait;
+
 /// What one kind of job (download, install, search) adds to the shared machinery.
 pub(crate) trait JobKind: Send + Sync + 'static {
     /// The progress snapshot (`IDownloadProgress`, …), handed to progress callbacks.

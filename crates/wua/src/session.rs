@@ -11,6 +11,7 @@ use crate::catalog::{Catalog, UpdateDefinition};
 use crate::error::{Error, IoContext, Result};
 use crate::hresult::*;
 use crate::install::UpdateInstaller;
+use crate::job::lock;
 use crate::lock::InstallLock;
 use crate::model::{Update, UpdateCollection, UpdateState};
 use crate::search::UpdateSearcher;
@@ -119,10 +120,6 @@ pub(crate) struct Agent {
     /// Detection answers searches reuse while nothing they rest on changed, with the catalog
     /// they were computed for.
     pub detection: Mutex<Option<(Arc<Catalog>, Arc<crate::search::engine::DetectionCache>)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Agent {

@@ -338,60 +338,14 @@ pub struct DownloadProgressChangedCallbackArgs {
 #[derive(Clone, Debug, Default)]
 pub struct DownloadCompletedCallbackArgs {}
 
-/// `IDownloadProgressChangedCallback`. Implemented by closures
-/// `FnMut(&DownloadJob<S>, &DownloadProgressChangedCallbackArgs) + Send`, by boxed trait objects,
-/// and by [`NoCallback`].
-pub trait DownloadProgressChangedCallback<S>: Send + 'static {
-    /// `Invoke`.
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadProgressChangedCallbackArgs);
+crate::job::callback_trait! {
+    /// `IDownloadProgressChangedCallback`.
+    DownloadProgressChangedCallback(DownloadJob, DownloadProgressChangedCallbackArgs)
 }
 
-/// `IDownloadCompletedCallback`. Implemented by closures
-/// `FnMut(&DownloadJob<S>, &DownloadCompletedCallbackArgs) + Send`, by boxed trait objects, and
-/// by [`NoCallback`].
-pub trait DownloadCompletedCallback<S>: Send + 'static {
-    /// `Invoke`.
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadCompletedCallbackArgs);
-}
-
-impl<S, F> DownloadProgressChangedCallback<S> for F
-where
-    F: FnMut(&DownloadJob<S>, &DownloadProgressChangedCallbackArgs) + Send + 'static,
-{
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadProgressChangedCallbackArgs) {
-        self(job, args)
-    }
-}
-
-impl<S, F> DownloadCompletedCallback<S> for F
-where
-    F: FnMut(&DownloadJob<S>, &DownloadCompletedCallbackArgs) + Send + 'static,
-{
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadCompletedCallbackArgs) {
-        self(job, args)
-    }
-}
-
-impl<S: 'static> DownloadProgressChangedCallback<S>
-    for Box<dyn DownloadProgressChangedCallback<S>>
-{
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadProgressChangedCallbackArgs) {
-        (**self).invoke(job, args)
-    }
-}
-
-impl<S: 'static> DownloadCompletedCallback<S> for Box<dyn DownloadCompletedCallback<S>> {
-    fn invoke(&mut self, job: &DownloadJob<S>, args: &DownloadCompletedCallbackArgs) {
-        (**self).invoke(job, args)
-    }
-}
-
-impl<S> DownloadProgressChangedCallback<S> for NoCallback {
-    fn invoke(&mut self, _: &DownloadJob<S>, _: &DownloadProgressChangedCallbackArgs) {}
-}
-
-impl<S> DownloadCompletedCallback<S> for NoCallback {
-    fn invoke(&mut self, _: &DownloadJob<S>, _: &DownloadCompletedCallbackArgs) {}
+crate::job::callback_trait! {
+    /// `IDownloadCompletedCallback`.
+    DownloadCompletedCallback(DownloadJob, DownloadCompletedCallbackArgs)
 }
 
 /// What a download job adds to [`crate::job`]'s machinery.

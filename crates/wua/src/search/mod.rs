@@ -27,7 +27,7 @@ pub use engine::{Explanation, Verdict};
 
 use crate::error::{Error, Result};
 use crate::hresult::{E_INVALIDARG, HResult, WU_E_UNEXPECTED, WU_E_UNSUPPORTED_SEARCHSCOPE};
-use crate::install::{CleanUp, NoCallback};
+use crate::install::CleanUp;
 use crate::job::{Deliver, Event, Job, JobKind};
 use crate::model::{
     Category, OperationResultCode, SearchScope, UpdateCollection, UpdateExceptionContext,
@@ -67,31 +67,9 @@ pub struct SearchResult {
 #[derive(Clone, Debug, Default)]
 pub struct SearchCompletedCallbackArgs {}
 
-/// `ISearchCompletedCallback`. Implemented by closures
-/// `FnMut(&SearchJob<S>, &SearchCompletedCallbackArgs) + Send`, by boxed trait objects, and by
-/// [`NoCallback`].
-pub trait SearchCompletedCallback<S>: Send + 'static {
-    /// `Invoke`.
-    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs);
-}
-
-impl<S, F> SearchCompletedCallback<S> for F
-where
-    F: FnMut(&SearchJob<S>, &SearchCompletedCallbackArgs) + Send + 'static,
-{
-    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs) {
-        self(job, args)
-    }
-}
-
-impl<S: 'static> SearchCompletedCallback<S> for Box<dyn SearchCompletedCallback<S>> {
-    fn invoke(&mut self, job: &SearchJob<S>, args: &SearchCompletedCallbackArgs) {
-        (**self).invoke(job, args)
-    }
-}
-
-impl<S> SearchCompletedCallback<S> for NoCallback {
-    fn invoke(&mut self, _: &SearchJob<S>, _: &SearchCompletedCallbackArgs) {}
+crate::job::callback_trait! {
+    /// `ISearchCompletedCallback`.
+    SearchCompletedCallback(SearchJob, SearchCompletedCallbackArgs)
 }
 
 /// What a search job adds to [`crate::job`]'s machinery: its criteria. A search reports no
